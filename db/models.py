@@ -1,0 +1,256 @@
+"""The schema: one class per table. Alembic revisions under migrations/ create it.
+
+Enumerations are plain strings with CHECK constraints rather than native enum types,
+so that adding a value later is a one-line migration on SQLite and PostgreSQL alike.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    CheckConstraint,
+    DateTime,
+    Float,
+    ForeignKey,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+# Stable constraint names, so migrations can refer to them on every backend.
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+USER_ROLES = ("annotator", "lead")
+MODEL_KINDS = ("policy", "reward")
+ROUND_STATUSES = ("open", "closed")
+PAIR_STRATEGIES = ("random", "new_vs_previous", "uncertainty", "imported")
+CHOICES = ("A", "B", "tie", "both_bad", "skip")
+RUN_KINDS = ("sft", "reward", "ppo", "dpo", "rloo", "grpo")
+RUN_STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Timestamps are UTC and timezone-aware in Python on every backend.
+
+    SQLite has no time zone type, so values are stored as naive UTC and the zone is
+    put back on the way out; comparisons with `utcnow()` then work everywhere.
+    """
+
+    impl = DateTime
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given; use db.models.utcnow()")
+        return value.astimezone(UTC).replace(tzinfo=None)
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        return None if value is None else value.replace(tzinfo=UTC)
+
+
+def _one_of(column: str, values: tuple[str, ...], name: str) -> CheckConstraint:
+    allowed = ", ".join(f"'{value}'" for value in values)
+    return CheckConstraint(f"{column} IN ({allowed})", name=name)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+    type_annotation_map = {dict[str, Any]: JSON, datetime: UTCDateTime()}
+
+
+class User(Base):
+    __tablename__ = "users"
+    __table_args__ = (_one_of("role", USER_ROLES, "role"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(100), unique=True)
+    role: Mapped[str] = mapped_column(String(20))
+    password_hash: Mapped[str] = mapped_column(String(255))
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    failed_logins: Mapped[int] = mapped_column(Integer, default=0)
+    locked_until: Mapped[datetime | None]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Prompt(Base):
+    __tablename__ = "prompts"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    text: Mapped[str] = mapped_column(Text)
+    source: Mapped[str] = mapped_column(String(200))
+    # sha256 of the exact text: the same prompt imported twice is one row.
+    content_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    split: Mapped[str] = mapped_column(String(20), default="train", index=True)
+    # Whether generation wraps this prompt in the policy's chat template.
+    chat: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Model(Base):
+    __tablename__ = "models"
+    __table_args__ = (_one_of("kind", MODEL_KINDS, "kind"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    kind: Mapped[str] = mapped_column(String(20))
+    name: Mapped[str] = mapped_column(String(200), unique=True)
+    # A local folder, or a hub id for users whose machines can reach a hub.
+    path: Mapped[str] = mapped_column(Text)
+    parent_id: Mapped[int | None] = mapped_column(ForeignKey("models.id"))
+    round_id: Mapped[int | None] = mapped_column(ForeignKey("rounds.id", use_alter=True))
+    training_run_id: Mapped[int | None] = mapped_column(
+        ForeignKey("training_runs.id", use_alter=True)
+    )
+    config: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    metrics: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    # The current policy is the one promoted last; unpromoted policies are candidates.
+    promoted_at: Mapped[datetime | None]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    parent: Mapped[Model | None] = relationship(remote_side=[id])
+
+
+class Round(Base):
+    __tablename__ = "rounds"
+    __table_args__ = (
+        _one_of("status", ROUND_STATUSES, "status"),
+        CheckConstraint("overlap >= 1", name="overlap_positive"),
+        CheckConstraint("gold_rate >= 0 AND gold_rate <= 1", name="gold_rate_fraction"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    number: Mapped[int] = mapped_column(Integer, unique=True)
+    status: Mapped[str] = mapped_column(String(20), default="open")
+    policy_id: Mapped[int | None] = mapped_column(ForeignKey("models.id"))
+    previous_policy_id: Mapped[int | None] = mapped_column(ForeignKey("models.id"))
+    overlap: Mapped[int] = mapped_column(Integer, default=3)
+    gold_rate: Mapped[float] = mapped_column(Float, default=0.0)
+    guidelines: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    closed_at: Mapped[datetime | None]
+
+    policy: Mapped[Model | None] = relationship(foreign_keys=[policy_id])
+    previous_policy: Mapped[Model | None] = relationship(foreign_keys=[previous_policy_id])
+
+
+class Sample(Base):
+    __tablename__ = "samples"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    prompt_id: Mapped[int] = mapped_column(ForeignKey("prompts.id"), index=True)
+    policy_id: Mapped[int] = mapped_column(ForeignKey("models.id"), index=True)
+    round_id: Mapped[int | None] = mapped_column(ForeignKey("rounds.id"), index=True)
+    text: Mapped[str] = mapped_column(Text)
+    # temperature, top_p, max_new_tokens, chat_template: everything needed to redo it.
+    decoding: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    seed: Mapped[int] = mapped_column(Integer)
+    token_count: Mapped[int] = mapped_column(Integer)
+    # False when generation hit max_new_tokens before the end-of-sequence token.
+    finished: Mapped[bool] = mapped_column(Boolean)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    prompt: Mapped[Prompt] = relationship()
+    policy: Mapped[Model] = relationship()
+
+
+class Pair(Base):
+    __tablename__ = "pairs"
+    __table_args__ = (
+        _one_of("strategy", PAIR_STRATEGIES, "strategy"),
+        CheckConstraint("sample_a_id <> sample_b_id", name="distinct_samples"),
+        CheckConstraint(
+            "gold_choice IS NULL OR gold_choice IN ('A', 'B', 'tie', 'both_bad')",
+            name="gold_choice",
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    round_id: Mapped[int] = mapped_column(ForeignKey("rounds.id"), index=True)
+    prompt_id: Mapped[int] = mapped_column(ForeignKey("prompts.id"), index=True)
+    sample_a_id: Mapped[int] = mapped_column(ForeignKey("samples.id"))
+    sample_b_id: Mapped[int] = mapped_column(ForeignKey("samples.id"))
+    strategy: Mapped[str] = mapped_column(String(30), default="random")
+    # Set by a lead for gold pairs; annotators are scored against it.
+    gold_choice: Mapped[str | None] = mapped_column(String(20))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    round: Mapped[Round] = relationship()
+    prompt: Mapped[Prompt] = relationship()
+    sample_a: Mapped[Sample] = relationship(foreign_keys=[sample_a_id])
+    sample_b: Mapped[Sample] = relationship(foreign_keys=[sample_b_id])
+
+
+class Judgment(Base):
+    __tablename__ = "judgments"
+    __table_args__ = (
+        # One judgment per pair and annotator: a resubmitted form updates, never adds.
+        UniqueConstraint("pair_id", "annotator_id", name="uq_judgments_pair_annotator"),
+        _one_of("choice", CHOICES, "choice"),
+        _one_of("left_sample", ("A", "B"), "left_sample"),
+        CheckConstraint("strength IS NULL OR strength BETWEEN 1 AND 3", name="strength"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    pair_id: Mapped[int] = mapped_column(ForeignKey("pairs.id"), index=True)
+    annotator_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
+    # Always in terms of the stored pair (A/B), whatever side each was shown on.
+    choice: Mapped[str] = mapped_column(String(20))
+    strength: Mapped[int | None] = mapped_column(Integer)
+    rationale: Mapped[str] = mapped_column(Text, default="")
+    flags: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    left_sample: Mapped[str] = mapped_column(String(1))
+    ms_spent: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Export(Base):
+    __tablename__ = "exports"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    filters: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    counts: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    output_path: Mapped[str] = mapped_column(Text)
+    content_hash: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class TrainingRun(Base):
+    __tablename__ = "training_runs"
+    __table_args__ = (
+        _one_of("kind", RUN_KINDS, "kind"),
+        _one_of("status", RUN_STATUSES, "status"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    kind: Mapped[str] = mapped_column(String(20))
+    config: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    status: Mapped[str] = mapped_column(String(20), default="queued", index=True)
+    progress: Mapped[float] = mapped_column(Float, default=0.0)
+    metrics: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    log_path: Mapped[str | None] = mapped_column(Text)
+    export_id: Mapped[int | None] = mapped_column(ForeignKey("exports.id"))
+    output_model_id: Mapped[int | None] = mapped_column(ForeignKey("models.id"))
+    created_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+    heartbeat_at: Mapped[datetime | None]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    started_at: Mapped[datetime | None]
+    finished_at: Mapped[datetime | None]
