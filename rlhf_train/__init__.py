@@ -1,0 +1,1 @@
+"""Generation, export, training and the `rlhf` CLI. Knows no Streamlit."""

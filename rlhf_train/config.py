@@ -1,0 +1,230 @@
+"""Workspace configuration: rlhf.toml, then RLHF_* environment variables, then CLI flags.
+
+Every key is declared in a dataclass below with its type and default; anything else is
+an error that names the key, so a typo never silently falls back to a default.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+from rlhf_train.errors import UserError
+
+CONFIG_FILE = "rlhf.toml"
+
+
+@dataclass(frozen=True)
+class DatabaseConfig:
+    # Empty means the SQLite file inside the workspace.
+    url: str = ""
+
+
+@dataclass(frozen=True)
+class ModelsConfig:
+    policy: str = "smollm2-135m-instruct"
+    reward_backbone: str = "minilm-l6-v2"
+
+
+@dataclass(frozen=True)
+class PromptsConfig:
+    builtin: str = "imdb"
+    n: int = 2000
+    words: int = 8
+    eval_fraction: float = 0.1
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class GenerationConfig:
+    n_prompts: int = 32
+    samples_per_prompt: int = 2
+    batch_size: int = 16
+    max_new_tokens: int = 48
+    temperature: float = 0.9
+    top_p: float = 1.0
+    seed: int = 0
+    # Share of a two-policy round's prompts whose pairs are new-vs-previous.
+    previous_fraction: float = 0.5
+
+
+@dataclass(frozen=True)
+class RoundConfig:
+    overlap: int = 3
+    gold_rate: float = 0.0
+
+
+@dataclass(frozen=True)
+class ServeConfig:
+    port: int = 8501
+    address: str = "localhost"
+
+
+@dataclass(frozen=True)
+class RuntimeConfig:
+    # 0: one thread per core this process may use.
+    threads: int = 0
+
+
+@dataclass(frozen=True)
+class Config:
+    database: DatabaseConfig = field(default_factory=DatabaseConfig)
+    models: ModelsConfig = field(default_factory=ModelsConfig)
+    prompts: PromptsConfig = field(default_factory=PromptsConfig)
+    generation: GenerationConfig = field(default_factory=GenerationConfig)
+    round: RoundConfig = field(default_factory=RoundConfig)
+    serve: ServeConfig = field(default_factory=ServeConfig)
+    runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
+
+
+def _positive(value: float) -> bool:
+    return value > 0
+
+
+def _fraction(value: float) -> bool:
+    return 0 <= value <= 1
+
+
+# key -> (check, what the value must be)
+_CHECKS: dict[str, tuple[Any, str]] = {
+    "prompts.n": (_positive, "at least 1"),
+    "prompts.words": (_positive, "at least 1"),
+    "prompts.eval_fraction": (lambda v: 0 <= v < 1, "at least 0 and below 1"),
+    "generation.n_prompts": (_positive, "at least 1"),
+    "generation.samples_per_prompt": (lambda v: v >= 2, "at least 2"),
+    "generation.batch_size": (_positive, "at least 1"),
+    "generation.max_new_tokens": (_positive, "at least 1"),
+    "generation.temperature": (_positive, "above 0"),
+    "generation.top_p": (lambda v: 0 < v <= 1, "above 0 and at most 1"),
+    "generation.previous_fraction": (_fraction, "between 0 and 1"),
+    "round.overlap": (_positive, "at least 1"),
+    "round.gold_rate": (_fraction, "between 0 and 1"),
+    "serve.port": (lambda v: 0 < v < 65536, "a port number from 1 to 65535"),
+    "runtime.threads": (lambda v: v >= 0, "0 (automatic) or more"),
+}
+
+
+def _coerce(key: str, value: Any, expected: type, origin: str) -> Any:
+    """`value` as `expected`; strings (from the environment) are parsed."""
+    if isinstance(value, str) and expected is not str:
+        text = value.strip().lower()
+        try:
+            if expected is bool:
+                if text not in ("1", "0", "true", "false", "yes", "no"):
+                    raise ValueError
+                return text in ("1", "true", "yes")
+            return expected(text)
+        except ValueError:
+            raise UserError(
+                f"Setting {key} from {origin} is {value!r}, not a {expected.__name__}; "
+                "fix it there."
+            ) from None
+    if expected is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if type(value) is not expected:
+        raise UserError(
+            f"Setting {key} in {origin} is {value!r}, not a {expected.__name__}; fix it there."
+        )
+    return value
+
+
+def _apply(config: Config, key: str, value: Any, origin: str) -> Config:
+    section_name, _, name = key.partition(".")
+    section = getattr(config, section_name, None) if section_name in _section_names() else None
+    if section is None or name not in {f.name for f in fields(section)}:
+        raise UserError(
+            f"Unknown setting {key!r} in {origin}; known settings are: {', '.join(known_keys())}."
+        )
+    expected = {f.name: f.type for f in fields(section)}[name]
+    expected_type = {"str": str, "int": int, "float": float, "bool": bool}[str(expected)]
+    coerced = _coerce(key, value, expected_type, origin)
+    check = _CHECKS.get(key)
+    if check is not None and not check[0](coerced):
+        raise UserError(f"Setting {key} in {origin} is {coerced!r}; it must be {check[1]}.")
+    return replace(config, **{section_name: replace(section, **{name: coerced})})
+
+
+def _section_names() -> list[str]:
+    return [f.name for f in fields(Config)]
+
+
+def known_keys() -> list[str]:
+    return [
+        f"{section.name}.{item.name}"
+        for section in fields(Config)
+        for item in fields(section.default_factory())
+    ]
+
+
+def _flatten(table: Mapping[str, Any], origin: str) -> dict[str, Any]:
+    flat = {}
+    for section, values in table.items():
+        if not isinstance(values, Mapping):
+            raise UserError(
+                f"{origin} has {section!r} outside a [section]; put each setting under its "
+                f"section, e.g. [generation] for generation.batch_size."
+            )
+        for name, value in values.items():
+            flat[f"{section}.{name}"] = value
+    return flat
+
+
+def _from_environment(environ: Mapping[str, str]) -> dict[str, str]:
+    values = {}
+    if environ.get("RLHF_DB_URL"):
+        values["database.url"] = environ["RLHF_DB_URL"]
+    for key in known_keys():
+        variable = "RLHF_" + key.replace(".", "_").upper()
+        if variable in environ:
+            values[key] = environ[variable]
+    return values
+
+
+def load_config(
+    workspace: Path,
+    overrides: Mapping[str, Any] | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> Config:
+    """Defaults, then `workspace/rlhf.toml`, then RLHF_* variables, then `overrides`."""
+    config = Config()
+    path = workspace / CONFIG_FILE
+    if path.exists():
+        try:
+            table = tomllib.loads(path.read_text(encoding="utf-8"))
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+            raise UserError(
+                f"{path} is not valid TOML ({exc}); fix the file or delete it."
+            ) from exc
+        for key, value in _flatten(table, str(path)).items():
+            config = _apply(config, key, value, str(path))
+    for key, value in _from_environment(os.environ if environ is None else environ).items():
+        variable = (
+            "RLHF_DB_URL" if key == "database.url" else "RLHF_" + key.replace(".", "_").upper()
+        )
+        config = _apply(config, key, value, f"the environment variable {variable}")
+    for key, value in (overrides or {}).items():
+        if value is not None:
+            config = _apply(config, key, value, "the command line")
+    return config
+
+
+def default_config_text() -> str:
+    """The rlhf.toml that `rlhf init` writes: every setting with its default, commented."""
+    lines = [
+        "# prefloop workspace settings. Uncomment to change a default.",
+        "# Environment variables override this file: RLHF_<SECTION>_<KEY>, e.g.",
+        "# RLHF_GENERATION_BATCH_SIZE=8, and RLHF_DB_URL for [database] url.",
+    ]
+    defaults = Config()
+    for section in fields(Config):
+        lines.append("")
+        lines.append(f"[{section.name}]")
+        for item in fields(section.default_factory()):
+            value = getattr(getattr(defaults, section.name), item.name)
+            rendered = f'"{value}"' if isinstance(value, str) else str(value).lower()
+            lines.append(f"# {item.name} = {rendered}")
+    return "\n".join(lines) + "\n"

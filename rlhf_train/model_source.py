@@ -1,0 +1,123 @@
+"""Turn what a user typed for a model (a registered name, a built-in name, a local
+folder or a hub id) into a registered model row and a folder or id to load from."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from db.models import Model
+from db.registry import current_policy, find_model, register_model
+from rlhf_train.builtin_models import BUILTIN_MODELS
+from rlhf_train.errors import UserError
+
+
+def _looks_like_hub_id(spec: str) -> bool:
+    parts = spec.split("/")
+    return len(parts) == 2 and all(parts) and not spec.startswith((".", "~"))
+
+
+def _check_model_folder(folder: Path) -> None:
+    if not (folder / "config.json").is_file():
+        raise UserError(
+            f"{folder} is not a model folder (it has no config.json); pass a folder written by "
+            "save_pretrained, a registered model name (`rlhf models list`) or a hub id."
+        )
+
+
+def _hub_id_available(hub_id: str) -> bool:
+    """Whether transformers can find `hub_id` (in the local hub cache, or online)."""
+    from transformers import AutoConfig
+
+    try:
+        AutoConfig.from_pretrained(hub_id)
+    except (OSError, ValueError):
+        return False
+    return True
+
+
+def _unused_name(session: Session, wanted: str) -> str:
+    name, suffix = wanted, 2
+    while find_model(session, name) is not None:
+        name, suffix = f"{wanted}-{suffix}", suffix + 1
+    return name
+
+
+def resolve_policy(session: Session, spec: str, models_cache: Path) -> Model:
+    """The registered policy named by `spec`, registering it first if it is new.
+
+    A built-in default becomes current when no policy is current yet, so that a fresh
+    workspace has a policy to generate from.
+    """
+    registered = find_model(session, spec)
+    if registered is not None:
+        if registered.kind != "policy":
+            raise UserError(f"{spec!r} is a {registered.kind} model, not a policy; pass a policy.")
+        return registered
+    builtin = BUILTIN_MODELS.get(spec)
+    if builtin is not None:
+        if builtin.kind != "policy":
+            raise UserError(f"The built-in {spec!r} is a {builtin.kind} model, not a policy.")
+        folder = builtin.materialize(models_cache)
+        return register_model(
+            session,
+            name=spec,
+            kind="policy",
+            path=str(folder),
+            config={"builtin": builtin.description},
+            promote=current_policy(session) is None,
+        )
+    folder = Path(spec).expanduser()
+    if folder.exists():
+        if not folder.is_dir():
+            raise UserError(f"{spec} is a file, not a model folder; pass the folder holding it.")
+        _check_model_folder(folder)
+        absolute = str(folder.resolve())
+        known = session.scalar(select(Model).where(Model.path == absolute))
+        if known is not None:
+            return known
+        return register_model(
+            session, name=_unused_name(session, folder.resolve().name), kind="policy", path=absolute
+        )
+    if _looks_like_hub_id(spec) and _hub_id_available(spec):
+        return register_model(session, name=spec, kind="policy", path=spec)
+    hub_hint = (
+        " or is not in the local hub cache (this machine may be offline)"
+        if _looks_like_hub_id(spec)
+        else ""
+    )
+    raise UserError(
+        f"No model {spec!r}: it is not a registered name, a built-in ({', '.join(BUILTIN_MODELS)}) "
+        f"or an existing folder{hub_hint}; `rlhf models list` shows what is registered."
+    )
+
+
+def check_model_spec(location: str) -> str:
+    """`location` as stored in the registry: an absolute folder path or an available hub id."""
+    folder = Path(location).expanduser()
+    if folder.exists():
+        if not folder.is_dir():
+            raise UserError(
+                f"{location} is a file, not a model folder; pass the folder holding it."
+            )
+        _check_model_folder(folder)
+        return str(folder.resolve())
+    if _looks_like_hub_id(location) and _hub_id_available(location):
+        return location
+    raise UserError(
+        f"{location} is neither a model folder nor a hub id available here (this machine may be "
+        "offline); pass a folder written by save_pretrained."
+    )
+
+
+def model_location(model: Model) -> str:
+    """Where to load `model` from; a registered folder that vanished is an error."""
+    if os.path.isabs(model.path) and not Path(model.path).is_dir():
+        raise UserError(
+            f"The files of model {model.name!r} are gone from {model.path}; restore them or "
+            "register the model again from where it now lives."
+        )
+    return model.path

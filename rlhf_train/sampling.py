@@ -1,0 +1,114 @@
+"""Batched sampling from a causal LM: left padding, optional chat template, seeded."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+
+@dataclass(frozen=True)
+class Decoding:
+    max_new_tokens: int
+    temperature: float
+    top_p: float
+    batch_size: int
+
+    def as_record(self, chat_template: bool) -> dict[str, object]:
+        """What a sample stores about how it was made."""
+        return {
+            "temperature": self.temperature,
+            "top_p": self.top_p,
+            "max_new_tokens": self.max_new_tokens,
+            "batch_size": self.batch_size,
+            "chat_template": chat_template,
+        }
+
+
+@dataclass(frozen=True)
+class PromptInput:
+    text: str
+    chat: bool  # wrap in the chat template when the tokenizer has one
+
+
+@dataclass(frozen=True)
+class Completion:
+    text: str
+    token_count: int
+    finished: bool  # ended with the end-of-sequence token, not by the length limit
+    seed: int
+    chat_template: bool
+
+
+def encode_prompt(
+    tokenizer: PreTrainedTokenizerBase, prompt: PromptInput
+) -> tuple[list[int], bool]:
+    """Token ids of the prompt and whether the chat template was applied."""
+    if prompt.chat and tokenizer.chat_template:
+        rendered = tokenizer.apply_chat_template(
+            [{"role": "user", "content": prompt.text}], add_generation_prompt=True, tokenize=False
+        )
+        return tokenizer(rendered, add_special_tokens=False)["input_ids"], True
+    return tokenizer(prompt.text)["input_ids"], False
+
+
+def _end_token_ids(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> set[int]:
+    configured = model.generation_config.eos_token_id
+    ids = set(configured if isinstance(configured, list) else [configured])
+    ids.add(tokenizer.eos_token_id)
+    ids.discard(None)
+    return ids
+
+
+@torch.no_grad()
+def sample_completions(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    requests: list[tuple[PromptInput, int]],
+    decoding: Decoding,
+    seed: int,
+    on_batch: Callable[[int], None] | None = None,
+) -> list[list[Completion]]:
+    """For each (prompt, count), `count` sampled completions, in request order.
+
+    Sequences are sorted by prompt length before batching so that a batch holds
+    prompts of similar length and little padding. Batch i is sampled with seed
+    `seed + i`, which each completion records.
+    """
+    encoded = [encode_prompt(tokenizer, prompt) for prompt, _count in requests]
+    jobs = [(index, copy) for index, (_p, count) in enumerate(requests) for copy in range(count)]
+    jobs.sort(key=lambda job: len(encoded[job[0]][0]))
+    results: list[list[Completion | None]] = [[None] * count for _p, count in requests]
+    end_ids = _end_token_ids(model, tokenizer)
+    device = next(model.parameters()).device
+    for batch_number, start in enumerate(range(0, len(jobs), decoding.batch_size)):
+        batch = jobs[start : start + decoding.batch_size]
+        padded = tokenizer.pad(
+            {"input_ids": [encoded[index][0] for index, _copy in batch]}, return_tensors="pt"
+        ).to(device)
+        batch_seed = seed + batch_number
+        torch.manual_seed(batch_seed)
+        output = model.generate(
+            **padded,
+            do_sample=True,
+            temperature=decoding.temperature,
+            top_p=decoding.top_p,
+            max_new_tokens=decoding.max_new_tokens,
+            pad_token_id=tokenizer.pad_token_id,
+        )
+        new_tokens = output[:, padded["input_ids"].shape[1] :].tolist()
+        for (index, copy), tokens in zip(batch, new_tokens, strict=True):
+            end = next((i for i, token in enumerate(tokens) if token in end_ids), None)
+            kept = tokens if end is None else tokens[:end]
+            results[index][copy] = Completion(
+                text=tokenizer.decode(kept, skip_special_tokens=True),
+                token_count=len(kept) + (0 if end is None else 1),
+                finished=end is not None,
+                seed=batch_seed,
+                chat_template=encoded[index][1],
+            )
+        if on_batch is not None:
+            on_batch(len(batch))
+    return results  # type: ignore[return-value]

@@ -1,0 +1,68 @@
+"""`rlhf serve`: run the Streamlit app against a workspace's database."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+from rlhf_train.errors import UserError
+from rlhf_train.workspace import Workspace
+
+
+def app_script() -> Path:
+    # Found without importing: rlhf_train does not depend on the app's code.
+    spec = importlib.util.find_spec("annotate_app")
+    if spec is None or not spec.submodule_search_locations:
+        raise UserError("The annotate_app package is missing; reinstall prefloop (make up).")
+    return Path(next(iter(spec.submodule_search_locations))) / "app.py"
+
+
+def check_port_free(port: int, address: str) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        try:
+            probe.bind((address if address != "localhost" else "127.0.0.1", port))
+        except OSError as exc:
+            raise UserError(
+                f"Port {port} on {address} is taken ({exc.strerror}); stop what runs there or "
+                "pass --port with a free port."
+            ) from exc
+
+
+def streamlit_command(port: int, address: str) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "streamlit",
+        "run",
+        str(app_script()),
+        "--server.port",
+        str(port),
+        "--server.address",
+        address,
+        "--server.headless",
+        "true",
+        "--browser.gatherUsageStats",
+        "false",
+    ]
+
+
+def app_environment(workspace: Workspace) -> dict[str, str]:
+    """The environment the app runs in: it finds the workspace and database from it."""
+    environment = dict(os.environ)
+    environment["RLHF_WORKSPACE"] = str(workspace.root)
+    environment["RLHF_DB_URL"] = workspace.db_url
+    return environment
+
+
+def serve(workspace: Workspace, port: int, address: str) -> int:
+    """Run the app until interrupted; returns Streamlit's exit code."""
+    check_port_free(port, address)
+    print(f"Serving the annotation app at http://{address}:{port} (Ctrl+C stops it).", flush=True)
+    try:
+        return subprocess.call(streamlit_command(port, address), env=app_environment(workspace))
+    except KeyboardInterrupt:
+        return 0
