@@ -120,8 +120,7 @@ def _coerce(key: str, value: Any, expected: type, origin: str) -> Any:
             return expected(text)
         except ValueError:
             raise UserError(
-                f"Setting {key} from {origin} is {value!r}, not a {expected.__name__}; "
-                "fix it there."
+                f"Setting {key} in {origin} is {value!r}, not a {expected.__name__}; fix it there."
             ) from None
     if expected is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)

@@ -49,8 +49,8 @@ def _unused_name(session: Session, wanted: str) -> str:
 def resolve_policy(session: Session, spec: str, models_cache: Path) -> Model:
     """The registered policy named by `spec`, registering it first if it is new.
 
-    A built-in default becomes current when no policy is current yet, so that a fresh
-    workspace has a policy to generate from.
+    The first policy a workspace registers becomes its current policy, whether it is
+    the built-in default or the team's own model.
     """
     registered = find_model(session, spec)
     if registered is not None:
@@ -70,28 +70,23 @@ def resolve_policy(session: Session, spec: str, models_cache: Path) -> Model:
             config={"builtin": builtin.description},
             promote=current_policy(session) is None,
         )
-    folder = Path(spec).expanduser()
-    if folder.exists():
-        if not folder.is_dir():
-            raise UserError(f"{spec} is a file, not a model folder; pass the folder holding it.")
-        _check_model_folder(folder)
-        absolute = str(folder.resolve())
-        known = session.scalar(select(Model).where(Model.path == absolute))
-        if known is not None:
-            return known
-        return register_model(
-            session, name=_unused_name(session, folder.resolve().name), kind="policy", path=absolute
+    if not Path(spec).expanduser().exists() and not _looks_like_hub_id(spec):
+        raise UserError(
+            f"No model {spec!r}: it is not a registered name, a built-in "
+            f"({', '.join(BUILTIN_MODELS)}), a folder or a hub id; `rlhf models list` shows "
+            "what is registered."
         )
-    if _looks_like_hub_id(spec) and _hub_id_available(spec):
-        return register_model(session, name=spec, kind="policy", path=spec)
-    hub_hint = (
-        " or is not in the local hub cache (this machine may be offline)"
-        if _looks_like_hub_id(spec)
-        else ""
-    )
-    raise UserError(
-        f"No model {spec!r}: it is not a registered name, a built-in ({', '.join(BUILTIN_MODELS)}) "
-        f"or an existing folder{hub_hint}; `rlhf models list` shows what is registered."
+    location = check_model_spec(spec)
+    known = session.scalar(select(Model).where(Model.path == location))
+    if known is not None:
+        return known
+    wanted = Path(location).name if Path(location).is_absolute() else location
+    return register_model(
+        session,
+        name=_unused_name(session, wanted),
+        kind="policy",
+        path=location,
+        promote=current_policy(session) is None,
     )
 
 
