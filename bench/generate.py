@@ -349,7 +349,8 @@ def table(rows: list[tuple[str, int, float, float, float]]) -> str:
     widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
     lines = []
     for number, row in enumerate(cells):
-        parts = [row[0].ljust(widths[0])] + [c.rjust(w) for c, w in zip(row[1:], widths[1:])]
+        numbers = zip(row[1:], widths[1:], strict=True)
+        parts = [row[0].ljust(widths[0])] + [cell.rjust(width) for cell, width in numbers]
         lines.append("  ".join(parts))
         if number == 0:
             lines.append("  ".join("-" * w for w in widths))
@@ -482,7 +483,7 @@ def benchmark(workspace: Workspace, args: argparse.Namespace, threads: int) -> d
     bare_load_seconds = time.perf_counter() - started
     settings = request_from_config(workspace, 1, policy, None)
     if args.device != "cpu":
-        print(f"Note: rlhf generate always loads on the CPU; here its model is put on {args.device}.")
+        print(f"Note: rlhf generate always loads on the CPU; this run puts it on {args.device}.")
     warm_up(model, tokenizer, "The movie was")
     ours_runs: list[Run] = []
     bare_runs: list[Run] = []

@@ -25,9 +25,8 @@ def test_sqlite_runs_in_wal_mode_with_foreign_keys_and_busy_timeout(tmp_path) ->
 def test_foreign_keys_are_enforced(db_url: str) -> None:
     engine = make_engine(db_url)
     upgrade(engine)
-    with pytest.raises(IntegrityError):
-        with transaction(session_factory(engine)) as session:
-            session.add(Pair(round_id=99, prompt_id=99, sample_a_id=1, sample_b_id=2))
+    with pytest.raises(IntegrityError), transaction(session_factory(engine)) as session:
+        session.add(Pair(round_id=99, prompt_id=99, sample_a_id=1, sample_b_id=2))
     engine.dispose()
 
 

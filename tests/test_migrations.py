@@ -6,7 +6,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import func, inspect, select
 
-from db.engine import make_engine, transaction
+from db.engine import make_engine, session_factory, transaction
 from db.models import (
     Base,
     Export,
@@ -20,7 +20,6 @@ from db.models import (
     User,
     utcnow,
 )
-from db.engine import session_factory
 from migrations.runner import current_revision, downgrade, head_revision, upgrade
 
 

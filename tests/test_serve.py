@@ -1,0 +1,99 @@
+"""`rlhf serve` starts the Streamlit app; the page shows the round's pair count."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from db.engine import transaction
+from db.prompts import add_prompts
+from rlhf_train.cli import main
+from rlhf_train.generate import RoundRequest, generate_round
+from rlhf_train.sampling import Decoding
+
+APP = Path(__file__).resolve().parents[1] / "annotate_app" / "app.py"
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture
+def round_ready(workspace, tiny_policy):
+    with transaction(workspace.sessions) as session:
+        add_prompts(session, [f"Prompt {i}" for i in range(5)], source="t", chat=False)
+    request = RoundRequest(
+        number=1,
+        policy=str(tiny_policy),
+        previous_policy=None,
+        n_prompts=5,
+        samples_per_prompt=2,
+        previous_fraction=0.5,
+        decoding=Decoding(max_new_tokens=4, temperature=1.0, top_p=1.0, batch_size=8),
+        seed=0,
+    )
+    report = generate_round(workspace, request, progress=False)
+    return workspace, report
+
+
+def test_page_shows_pairs_ready(round_ready, monkeypatch) -> None:
+    workspace, report = round_ready
+    monkeypatch.setenv("RLHF_DB_URL", workspace.db_url)
+    app = AppTest.from_file(str(APP), default_timeout=30).run()
+    assert not app.exception
+    metrics = {m.label: m.value for m in app.metric}
+    assert metrics == {"Round 1: pairs ready to annotate": str(report.pairs)}
+
+
+def test_serve_answers_http(sqlite_workspace) -> None:
+    port = _free_port()
+    environment = dict(os.environ, RLHF_DB_URL=sqlite_workspace.db_url)
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "rlhf_train.cli",
+            "--workspace",
+            str(sqlite_workspace.root),
+            "serve",
+            "--port",
+            str(port),
+        ],
+        env=environment,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health") as reply:
+                    assert reply.read() == b"ok"
+                    break
+            except OSError:
+                assert server.poll() is None, server.stdout.read().decode()
+                assert time.monotonic() < deadline, "the app did not come up in 60 s"
+                time.sleep(0.5)
+    finally:
+        server.terminate()
+        server.wait(timeout=20)
+
+
+def test_serve_on_a_taken_port_is_refused(sqlite_workspace, capsys) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        code = main(["--workspace", str(sqlite_workspace.root), "serve", "--port", str(port)])
+    assert code == 2
+    assert f"Port {port} on localhost is taken" in capsys.readouterr().err
