@@ -235,6 +235,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
             "generation.top_p": args.top_p,
             "generation.seed": args.seed,
             "generation.previous_fraction": args.previous_fraction,
+            "runtime.device": args.device,
         },
     )
     configure_threads(workspace.config.runtime.threads)
@@ -455,6 +456,7 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--temperature", type=float)
     generate.add_argument("--top-p", type=float)
     generate.add_argument("--seed", type=int)
+    generate.add_argument("--device", help="auto (default), cpu, cuda or cuda:N")
     generate.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     rounds = commands.add_parser("rounds", help="Inspect rounds.")

@@ -68,6 +68,8 @@ class ServeConfig:
 class RuntimeConfig:
     # 0: one thread per core this process may use.
     threads: int = 0
+    # "auto": the first CUDA GPU when there is one, else the CPU; or "cpu", "cuda:1"...
+    device: str = "auto"
 
 
 @dataclass(frozen=True)
@@ -105,6 +107,10 @@ _CHECKS: dict[str, tuple[Any, str]] = {
     "round.gold_rate": (_fraction, "between 0 and 1"),
     "serve.port": (lambda v: 0 < v < 65536, "a port number from 1 to 65535"),
     "runtime.threads": (lambda v: v >= 0, "0 (automatic) or more"),
+    "runtime.device": (
+        lambda v: v in ("auto", "cpu", "mps") or v.split(":")[0] == "cuda",
+        "auto, cpu, mps, cuda or cuda:N",
+    ),
 }
 
 

@@ -30,7 +30,7 @@ from db.rounds import (
     round_for_generation,
 )
 from rlhf_train.errors import UserError
-from rlhf_train.loading import load_policy
+from rlhf_train.loading import load_policy, resolve_device
 from rlhf_train.model_source import model_location, resolve_policy
 from rlhf_train.pairing import pair_across, pair_within
 from rlhf_train.sampling import Completion, Decoding, PromptInput, sample_completions
@@ -186,8 +186,13 @@ def generate_round(
             )
         # Loaded inside the transaction: a policy that registers but does not load
         # leaves neither its registration nor a new round behind.
-        new = LoadedPolicy(policy, *load_policy(model_location(policy)))
-        old = LoadedPolicy(previous, *load_policy(model_location(previous))) if previous else None
+        device = resolve_device(workspace.config.runtime.device)
+        new = LoadedPolicy(policy, *load_policy(model_location(policy), device))
+        old = (
+            LoadedPolicy(previous, *load_policy(model_location(previous), device))
+            if previous
+            else None
+        )
     report = GenerationReport(round_number=request.number, prompts_before=done)
     chunk_size = max(1, request.decoding.batch_size * BATCHES_PER_COMMIT // k)
     bar = tqdm(

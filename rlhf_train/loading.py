@@ -22,6 +22,17 @@ def configure_threads(threads: int) -> int:
     return count
 
 
+def resolve_device(setting: str) -> str:
+    """The torch device for a runtime.device setting ("auto" picks CUDA when present)."""
+    if setting == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if setting.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError(
+            f"runtime.device is {setting!r} but torch sees no CUDA GPU here; set it to auto or cpu."
+        )
+    return setting
+
+
 def load_policy(
     location: str, device: str = "cpu"
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
