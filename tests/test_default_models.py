@@ -12,8 +12,9 @@ from db.engine import transaction
 from db.models import Sample
 from db.prompts import add_prompts
 from rlhf_train.builtin_models import BUILTIN_MODELS
-from rlhf_train.generate import RoundRequest, generate_round
+from rlhf_train.generate import generate_round
 from rlhf_train.sampling import Decoding
+from tests.helpers import round_request
 
 
 def test_reward_backbone_loads_as_a_scalar_head_offline(tmp_path) -> None:
@@ -35,15 +36,10 @@ def test_default_policy_converts_once_and_generates(sqlite_workspace) -> None:
     with transaction(workspace.sessions) as session:
         add_prompts(session, ["This movie was"], source="t", chat=False)
         add_prompts(session, ["Write one sentence about rain."], source="t", chat=True)
-    request = RoundRequest(
-        number=1,
-        policy="smollm2-135m-instruct",
-        previous_policy=None,
+    request = round_request(
+        "smollm2-135m-instruct",
         n_prompts=2,
-        samples_per_prompt=2,
-        previous_fraction=0.5,
         decoding=Decoding(max_new_tokens=12, temperature=0.7, top_p=0.95, batch_size=4),
-        seed=0,
     )
     report = generate_round(workspace, request, progress=False)
     assert report.samples == 4

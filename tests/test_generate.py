@@ -2,40 +2,20 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 from sqlalchemy import func, select
 
 from db.engine import transaction
 from db.models import Model, Pair, Round, Sample
-from db.prompts import add_prompts
 from db.registry import current_policy
 from rlhf_train.errors import UserError
-from rlhf_train.generate import RoundRequest, generate_round
+from rlhf_train.generate import generate_round
 from rlhf_train.sampling import Decoding
-
-DECODING = Decoding(max_new_tokens=6, temperature=1.0, top_p=1.0, batch_size=4)
-
-
-def _request(policy: Path | str, **changes) -> RoundRequest:
-    fields = dict(
-        number=1,
-        policy=str(policy),
-        previous_policy=None,
-        n_prompts=5,
-        samples_per_prompt=2,
-        previous_fraction=0.5,
-        decoding=DECODING,
-        seed=0,
-    )
-    fields.update(changes)
-    return RoundRequest(**fields)
+from tests.helpers import round_request, store_prompts
 
 
 def _add_prompts(workspace, n: int, chat: bool = False) -> None:
-    with transaction(workspace.sessions) as session:
-        add_prompts(session, [f"The film number {i} was" for i in range(n)], source="t", chat=chat)
+    store_prompts(workspace, [f"The film number {i} was" for i in range(n)], chat=chat)
 
 
 def _count(workspace, model) -> int:
@@ -46,7 +26,7 @@ def _count(workspace, model) -> int:
 def test_round_of_pairs_from_one_policy(workspace, tiny_policy) -> None:
     _add_prompts(workspace, 8)
     report = generate_round(
-        workspace, _request(tiny_policy, n_prompts=5, samples_per_prompt=4), False
+        workspace, round_request(tiny_policy, n_prompts=5, samples_per_prompt=4), False
     )
     assert report.prompts_added == 5 and report.samples == 20
     with workspace.sessions() as session:
@@ -81,7 +61,7 @@ def test_round_of_pairs_from_one_policy(workspace, tiny_policy) -> None:
 def test_duplicate_responses_are_never_paired(workspace, tiny_policy) -> None:
     # One new token from a near-greedy policy: most samples of a prompt are identical.
     _add_prompts(workspace, 6)
-    request = _request(
+    request = round_request(
         tiny_policy,
         n_prompts=6,
         samples_per_prompt=4,
@@ -103,7 +83,7 @@ def test_same_seed_same_samples(tmp_path, tiny_policy) -> None:
         workspace = Workspace.open(tmp_path / name)
         init_workspace(workspace)
         _add_prompts(workspace, 4)
-        generate_round(workspace, _request(tiny_policy, n_prompts=4), False)
+        generate_round(workspace, round_request(tiny_policy, n_prompts=4), False)
         with workspace.sessions() as session:
             texts.append(list(session.scalars(select(Sample.text).order_by(Sample.id))))
     assert texts[0] == texts[1]
@@ -111,7 +91,7 @@ def test_same_seed_same_samples(tmp_path, tiny_policy) -> None:
 
 def test_chat_prompts_use_the_template(workspace, tiny_policy) -> None:
     _add_prompts(workspace, 3, chat=True)
-    generate_round(workspace, _request(tiny_policy, n_prompts=3), False)
+    generate_round(workspace, round_request(tiny_policy, n_prompts=3), False)
     with workspace.sessions() as session:
         decodings = list(session.scalars(select(Sample.decoding)))
     assert len(decodings) == 6
@@ -120,7 +100,7 @@ def test_chat_prompts_use_the_template(workspace, tiny_policy) -> None:
 
 def test_new_against_previous_policy(workspace, tiny_policy, tiny_policy_v2) -> None:
     _add_prompts(workspace, 12)
-    request = _request(
+    request = round_request(
         tiny_policy_v2,
         previous_policy=str(tiny_policy),
         n_prompts=12,
@@ -146,23 +126,23 @@ def test_new_against_previous_policy(workspace, tiny_policy, tiny_policy_v2) -> 
 
 def test_rerun_resumes_with_the_missing_prompts(workspace, tiny_policy) -> None:
     _add_prompts(workspace, 10)
-    generate_round(workspace, _request(tiny_policy, n_prompts=3), False)
+    generate_round(workspace, round_request(tiny_policy, n_prompts=3), False)
     with workspace.sessions() as session:
         first = set(session.scalars(select(Sample.prompt_id)))
-    report = generate_round(workspace, _request(tiny_policy, n_prompts=7), False)
+    report = generate_round(workspace, round_request(tiny_policy, n_prompts=7), False)
     assert (report.prompts_before, report.prompts_added) == (3, 4)
     with workspace.sessions() as session:
         prompt_ids = list(session.scalars(select(Sample.prompt_id)))
     assert first <= set(prompt_ids) and len(set(prompt_ids)) == 7
     assert len(prompt_ids) == 14  # two samples per prompt, none generated twice
-    again = generate_round(workspace, _request(tiny_policy, n_prompts=7), False)
+    again = generate_round(workspace, round_request(tiny_policy, n_prompts=7), False)
     assert again.prompts_added == 0 and "nothing to generate" in again.summary()
 
 
 def test_next_round_prefers_unused_prompts(workspace, tiny_policy) -> None:
     _add_prompts(workspace, 6)
-    generate_round(workspace, _request(tiny_policy, number=1, n_prompts=3), False)
-    generate_round(workspace, _request(tiny_policy, number=2, n_prompts=3), False)
+    generate_round(workspace, round_request(tiny_policy, number=1, n_prompts=3), False)
+    generate_round(workspace, round_request(tiny_policy, number=2, n_prompts=3), False)
     with workspace.sessions() as session:
         rounds = {
             number: set(
@@ -175,12 +155,12 @@ def test_next_round_prefers_unused_prompts(workspace, tiny_policy) -> None:
 
 def test_generating_into_a_closed_round_is_refused(workspace, tiny_policy) -> None:
     _add_prompts(workspace, 4)
-    generate_round(workspace, _request(tiny_policy, n_prompts=2), False)
+    generate_round(workspace, round_request(tiny_policy, n_prompts=2), False)
     with transaction(workspace.sessions) as session:
         session.scalar(select(Round)).status = "closed"
     before = _count(workspace, Sample)
     with pytest.raises(UserError, match="Round 1 is closed.*--round 2"):
-        generate_round(workspace, _request(tiny_policy, n_prompts=4), False)
+        generate_round(workspace, round_request(tiny_policy, n_prompts=4), False)
     assert _count(workspace, Sample) == before
 
 
@@ -189,24 +169,24 @@ def test_a_folder_that_is_not_a_model_leaves_no_trace(workspace, tmp_path) -> No
     empty = tmp_path / "not-a-model"
     empty.mkdir()
     with pytest.raises(UserError, match="is not a model folder"):
-        generate_round(workspace, _request(empty), False)
+        generate_round(workspace, round_request(empty), False)
     broken = tmp_path / "broken-model"
     broken.mkdir()
     (broken / "config.json").write_text('{"model_type": "llama"}')
     with pytest.raises(UserError, match="Cannot load a causal language model"):
-        generate_round(workspace, _request(broken), False)
+        generate_round(workspace, round_request(broken), False)
     assert _count(workspace, Model) == _count(workspace, Round) == _count(workspace, Sample) == 0
 
 
 def test_unknown_model_name(workspace) -> None:
     _add_prompts(workspace, 2)
     with pytest.raises(UserError, match="No model 'no-such-model'"):
-        generate_round(workspace, _request("no-such-model"), False)
+        generate_round(workspace, round_request("no-such-model"), False)
     with pytest.raises(UserError, match="neither a model folder nor a hub id available"):
-        generate_round(workspace, _request("someorg/some-model"), False)
+        generate_round(workspace, round_request("someorg/some-model"), False)
 
 
 def test_no_prompts_left(workspace, tiny_policy) -> None:
     with pytest.raises(UserError, match="No train prompts are left"):
-        generate_round(workspace, _request(tiny_policy), False)
+        generate_round(workspace, round_request(tiny_policy), False)
     assert _count(workspace, Round) == 0

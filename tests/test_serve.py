@@ -13,11 +13,9 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from db.engine import transaction
-from db.prompts import add_prompts
 from rlhf_train.cli import main
-from rlhf_train.generate import RoundRequest, generate_round
-from rlhf_train.sampling import Decoding
+from rlhf_train.generate import generate_round
+from tests.helpers import round_request, store_prompts
 
 APP = Path(__file__).resolve().parents[1] / "annotate_app" / "app.py"
 
@@ -30,19 +28,8 @@ def _free_port() -> int:
 
 @pytest.fixture
 def round_ready(workspace, tiny_policy):
-    with transaction(workspace.sessions) as session:
-        add_prompts(session, [f"Prompt {i}" for i in range(5)], source="t", chat=False)
-    request = RoundRequest(
-        number=1,
-        policy=str(tiny_policy),
-        previous_policy=None,
-        n_prompts=5,
-        samples_per_prompt=2,
-        previous_fraction=0.5,
-        decoding=Decoding(max_new_tokens=4, temperature=1.0, top_p=1.0, batch_size=8),
-        seed=0,
-    )
-    report = generate_round(workspace, request, progress=False)
+    store_prompts(workspace, [f"Prompt {i}" for i in range(5)])
+    report = generate_round(workspace, round_request(tiny_policy), progress=False)
     return workspace, report
 
 
