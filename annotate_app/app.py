@@ -9,6 +9,7 @@ import os
 
 import pandas as pd
 import streamlit as st
+from sqlalchemy.orm import Session, sessionmaker
 
 from db.engine import make_engine, session_factory
 from db.errors import UserError
@@ -16,7 +17,8 @@ from db.rounds import round_summaries
 
 
 @st.cache_resource
-def _sessions(url: str):
+def _sessions(url: str) -> sessionmaker[Session]:
+    # One engine per server process, shared by every browser session.
     return session_factory(make_engine(url))
 
 
