@@ -14,7 +14,9 @@ without its model load against the bare loop without its model load. Ours end to
 reported as well. The runs alternate ours, bare, ours, bare, ... (`--repeats` of each)
 and the fastest run of each variant is kept. Generated tokens/s (new tokens up to and
 including the end-of-sequence token) show whether both did comparable work: sampling
-stops at different points from run to run.
+stops at different points from run to run. Each run also records how many cores other
+processes kept busy meanwhile: on a shared machine torch's threads slow down many times
+over when another process takes a core, and such a run is not a measurement of ours.
 
 Setup is not timed: a fresh workspace in a temporary folder (or `--workspace`), the
 packaged IMDB prompts, and the default policy converted from its GGUF once (about 25 s;
@@ -37,7 +39,9 @@ import datetime as dt
 import gc
 import json
 import platform
+import resource
 import statistics
+import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -57,10 +61,12 @@ from db.models import Prompt, Sample
 from db.prompts import add_prompts
 from db.rounds import find_round, next_round_number
 from rlhf_train.builtin_models import BUILTIN_MODELS
+from rlhf_train.errors import UserError
 from rlhf_train.generate import RoundRequest, generate_round, request_from_config
-from rlhf_train.loading import configure_threads, load_policy
+from rlhf_train.loading import configure_threads, load_policy, resolve_device
 from rlhf_train.model_source import model_location, resolve_policy
 from rlhf_train.prompt_sources import builtin_prompts
+from rlhf_train.sampling import end_token_ids
 from rlhf_train.workspace import Workspace
 from rlhf_train.workspace_setup import init_workspace
 
@@ -72,6 +78,8 @@ REPO_MODEL_CACHE = REPO_ROOT / "rlhf-workspace" / "models"
 TARGET_RATIO = 0.9
 PROMPT_WORDS = 8
 BARE_SEED = 0
+# Other processes busier than this (in cores) during a kept run make its figures suspect.
+DISTURBED_CORES = 0.25
 
 
 @dataclass(frozen=True)
@@ -82,6 +90,7 @@ class Run:
     tokens: int
     seconds: float  # excluding model load
     load_seconds: float = 0.0  # model load inside the timed call (ours only)
+    other_cores: float = 0.0  # cores kept busy by other processes during the run
 
     @property
     def samples_per_s(self) -> float:
@@ -131,7 +140,11 @@ def parse_args() -> argparse.Namespace:
         help="workspace to use and keep, e.g. to keep the converted model between runs; "
         "new rounds are added to it (default: a fresh temporary folder)",
     )
-    parser.add_argument("--device", default="cpu", help="torch device (default cpu)")
+    parser.add_argument(
+        "--device",
+        default="cpu",
+        help="torch device for both: cpu, cuda, cuda:N or auto (default cpu)",
+    )
     parser.add_argument(
         "--threads", type=int, default=0, help="CPU threads, 0 for all cores (default 0)"
     )
@@ -166,6 +179,7 @@ def open_workspace(root: Path, args: argparse.Namespace) -> Workspace:
         "generation.samples_per_prompt": args.samples_per_prompt,
         "generation.batch_size": args.batch_size,
         "generation.max_new_tokens": args.max_new_tokens,
+        "runtime.device": args.device,
     }
     workspace = Workspace.open(root, overrides)
     init_workspace(workspace)
@@ -187,24 +201,54 @@ def register_policy(workspace: Workspace, spec: str) -> tuple[str, str]:
         return row.name, model_location(row)
 
 
+# ---- measuring ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CpuClock:
+    wall: float
+    busy: float  # CPU seconds all processes used since boot (0 where /proc is missing)
+    own: float  # CPU seconds this process used
+
+
+def cpu_clock() -> CpuClock:
+    busy = 0.0
+    try:
+        with open("/proc/stat", encoding="ascii") as stat:
+            fields = [int(value) for value in stat.readline().split()[1:9]]
+        # user nice system idle iowait irq softirq steal: everything but idle and iowait
+        busy = (sum(fields) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        pass
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return CpuClock(time.perf_counter(), busy, usage.ru_utime + usage.ru_stime)
+
+
+def other_cores(before: CpuClock, after: CpuClock) -> float:
+    """Cores that other processes kept busy between two readings, on average."""
+    if not after.busy:
+        return 0.0
+    others = (after.busy - before.busy) - (after.own - before.own)
+    return max(0.0, others / (after.wall - before.wall))
+
+
 # ---- ours ------------------------------------------------------------------------------
 
 
 @contextmanager
-def timed_model_loads(device: str) -> Iterator[list[float]]:
+def timed_model_loads() -> Iterator[list[float]]:
     """Time every `load_policy` call made by `generate_round`; yields the list of seconds.
 
     `generate_round` looks `load_policy` up in its module when it runs, so replacing it
-    there measures the load inside the timed call without changing what it does. The
-    device is forwarded so that both variants run on `--device`; `rlhf generate` itself
-    always loads on the CPU.
+    there with a timed pass-through measures the load inside the timed call without
+    changing what it does.
     """
     original = generate_module.load_policy
     seconds: list[float] = []
 
-    def timed(location: str, device_: str = device) -> Any:
+    def timed(*args: Any, **kwargs: Any) -> Any:
         started = time.perf_counter()
-        loaded = original(location, device_)
+        loaded = original(*args, **kwargs)
         seconds.append(time.perf_counter() - started)
         return loaded
 
@@ -230,29 +274,22 @@ def round_tokens_and_texts(workspace: Workspace, number: int) -> tuple[int, list
         return int(tokens or 0), list(texts)
 
 
-def run_ours(workspace: Workspace, policy: str, device: str) -> tuple[Run, list[str]]:
+def run_ours(workspace: Workspace, policy: str) -> tuple[Run, list[str]]:
     """One new round through `generate_round`; the run and the prompt texts it used."""
     with workspace.sessions() as session:
         number = next_round_number(session)
     request: RoundRequest = request_from_config(workspace, number, policy, None)
-    with timed_model_loads(device) as loads:
-        started = time.perf_counter()
+    with timed_model_loads() as loads:
+        before = cpu_clock()
         report = generate_round(workspace, request, progress=False)
-        total = time.perf_counter() - started
+        after = cpu_clock()
     tokens, texts = round_tokens_and_texts(workspace, number)
     load = sum(loads)
-    return Run(report.samples, tokens, total - load, load), texts
+    seconds = after.wall - before.wall - load
+    return Run(report.samples, tokens, seconds, load, other_cores(before, after)), texts
 
 
 # ---- bare ------------------------------------------------------------------------------
-
-
-def end_token_ids(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> set[int]:
-    configured = model.generation_config.eos_token_id
-    ids = set(configured if isinstance(configured, list) else [configured])
-    ids.add(tokenizer.eos_token_id)
-    ids.discard(None)
-    return ids
 
 
 def new_token_count(tokens: list[int], end_ids: set[int]) -> int:
@@ -302,9 +339,10 @@ def run_bare(
     texts: list[str],
     settings: RoundRequest,
 ) -> Run:
-    started = time.perf_counter()
+    before = cpu_clock()
     completions, tokens = bare_generate(model, tokenizer, texts, settings)
-    return Run(len(completions), tokens, time.perf_counter() - started)
+    after = cpu_clock()
+    return Run(len(completions), tokens, after.wall - before.wall, 0.0, other_cores(before, after))
 
 
 # ---- report ----------------------------------------------------------------------------
@@ -315,6 +353,10 @@ def best(runs: list[Run]) -> Run:
     # run down, so the fastest one is the least disturbed measurement of each variant.
     # How much work a run did (tokens up to the end of sequence) is in the table too.
     return max(runs, key=lambda run: run.samples_per_s)
+
+
+def median_samples_per_s(runs: list[Run]) -> float:
+    return statistics.median(run.samples_per_s for run in runs)
 
 
 def cpu_model() -> str:
@@ -340,11 +382,14 @@ def machine(device: str, threads: int) -> dict[str, object]:
     }
 
 
-def table(rows: list[tuple[str, int, float, float, float]]) -> str:
-    header = ("variant", "samples", "seconds", "samples/s", "tokens/s")
+TableRow = tuple[str, int, float, float, float, float]
+
+
+def table(rows: list[TableRow]) -> str:
+    header = ("variant", "samples", "seconds", "samples/s", "tokens/s", "other load")
     cells = [header] + [
-        (name, str(samples), f"{seconds:.2f}", f"{per_s:.3f}", f"{tokens:.1f}")
-        for name, samples, seconds, per_s, tokens in rows
+        (name, str(samples), f"{seconds:.2f}", f"{per_s:.3f}", f"{tokens:.1f}", f"{others:.2f}")
+        for name, samples, seconds, per_s, tokens, others in rows
     ]
     widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
     lines = []
@@ -386,52 +431,56 @@ def summarize(
         "ours_end_to_end_seconds": round(ours.end_to_end_seconds, 3),
         "ours_end_to_end_samples_per_s": round(ours.end_to_end_samples_per_s, 4),
         "ours_end_to_end_tokens_per_s": round(ours.end_to_end_tokens_per_s, 2),
-        "ours_samples_per_s_all_runs": [round(run.samples_per_s, 4) for run in ours_runs],
+        "ours_samples_per_s_median": round(median_samples_per_s(ours_runs), 4),
+        "ours_other_load_cores": round(ours.other_cores, 2),
         "bare_samples": bare.samples,
         "bare_tokens": bare.tokens,
         "bare_seconds": round(bare.seconds, 3),
         "bare_samples_per_s": round(bare.samples_per_s, 4),
         "bare_tokens_per_s": round(bare.tokens_per_s, 2),
         "bare_load_seconds": round(bare_load_seconds, 3),
-        "bare_samples_per_s_all_runs": [round(run.samples_per_s, 4) for run in bare_runs],
+        "bare_samples_per_s_median": round(median_samples_per_s(bare_runs), 4),
+        "bare_other_load_cores": round(bare.other_cores, 2),
         "ratio": round(ratio, 4),
         "ratio_end_to_end": round(ours.end_to_end_samples_per_s / bare.samples_per_s, 4),
         "ratio_tokens": round(ours.tokens_per_s / bare.tokens_per_s, 4),
         "ratio_median_of_repeats": round(
-            statistics.median(r.samples_per_s for r in ours_runs)
-            / statistics.median(r.samples_per_s for r in bare_runs),
-            4,
+            median_samples_per_s(ours_runs) / median_samples_per_s(bare_runs), 4
         ),
         "target_ratio": TARGET_RATIO,
         "meets_target": ratio >= TARGET_RATIO,
-        "machine": machine(args.device, threads),
+        "disturbed": max(ours.other_cores, bare.other_cores) > DISTURBED_CORES,
+        "machine": machine(resolve_device(args.device), threads),
         "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
     }
 
 
 def print_report(ours_runs: list[Run], bare_runs: list[Run], figures: dict[str, Any]) -> None:
     ours, bare = best(ours_runs), best(bare_runs)
-    rows = [
+    rows: list[TableRow] = [
         (
-            "ours: rlhf generate, end to end (model load + generation + DB + pairing)",
+            "ours, end to end (model load + sampling + pairing + DB)",
             ours.samples,
             ours.end_to_end_seconds,
             ours.end_to_end_samples_per_s,
             ours.end_to_end_tokens_per_s,
+            ours.other_cores,
         ),
         (
-            "ours: rlhf generate without model load (generation + DB + pairing)",
+            "ours without model load (sampling + pairing + DB)",
             ours.samples,
             ours.seconds,
             ours.samples_per_s,
             ours.tokens_per_s,
+            ours.other_cores,
         ),
         (
-            "bare: model.generate loop (generation + decoding; model loaded once before)",
+            "bare model.generate loop (sampling + decoding)",
             bare.samples,
             bare.seconds,
             bare.samples_per_s,
             bare.tokens_per_s,
+            bare.other_cores,
         ),
     ]
     print()
@@ -443,8 +492,12 @@ def print_report(ours_runs: list[Run], bare_runs: list[Run], figures: dict[str, 
     )
     print(table(rows))
     print(
-        f"model load: {ours.load_seconds:.2f} s inside rlhf generate, "
-        f"{figures['bare_load_seconds']:.2f} s for the bare loop (once, not in its row)"
+        "ours: generate_round, as `rlhf generate` runs it; bare: the model loaded once before, "
+        "not timed.\n"
+        "tokens/s: new tokens up to and including end of sequence; other load: cores kept "
+        "busy by\nother processes during the run.\n"
+        f"model load: {ours.load_seconds:.2f} s inside ours, "
+        f"{figures['bare_load_seconds']:.2f} s for the bare loop"
     )
     verdict = "PASS" if figures["meets_target"] else "FAIL"
     print(
@@ -455,6 +508,11 @@ def print_report(ours_runs: list[Run], bare_runs: list[Run], figures: dict[str, 
         f"  end to end: {figures['ratio_end_to_end']:.3f}; tokens/s: "
         f"{figures['ratio_tokens']:.3f}; median of runs: {figures['ratio_median_of_repeats']:.3f}"
     )
+    if figures["disturbed"]:
+        print(
+            f"WARNING: other processes kept more than {DISTURBED_CORES} cores busy during a kept "
+            "run, so these figures measure the machine's load; rerun on an idle machine."
+        )
 
 
 def write_json(path: Path, figures: dict[str, object]) -> None:
@@ -479,28 +537,27 @@ def benchmark(workspace: Workspace, args: argparse.Namespace, threads: int) -> d
     print(f"Preparing {args.model} (converted once; not timed)...", flush=True)
     policy, location = register_policy(workspace, args.model)
     started = time.perf_counter()
-    model, tokenizer = load_policy(location, args.device)
+    model, tokenizer = load_policy(location, resolve_device(args.device))
     bare_load_seconds = time.perf_counter() - started
     settings = request_from_config(workspace, 1, policy, None)
-    if args.device != "cpu":
-        print(f"Note: rlhf generate always loads on the CPU; this run puts it on {args.device}.")
     warm_up(model, tokenizer, "The movie was")
     ours_runs: list[Run] = []
     bare_runs: list[Run] = []
     for repeat in range(1, args.repeats + 1):
-        ours, texts = run_ours(workspace, policy, args.device)
+        ours, texts = run_ours(workspace, policy)
         gc.collect()
         ours_runs.append(ours)
         print(
             f"run {repeat}: ours {ours.samples} samples in {ours.end_to_end_seconds:.1f} s "
-            f"({ours.load_seconds:.1f} s load), {ours.samples_per_s:.3f} samples/s without load",
+            f"({ours.load_seconds:.1f} s load), {ours.samples_per_s:.3f} samples/s without load, "
+            f"other load {ours.other_cores:.2f} cores",
             flush=True,
         )
         bare = run_bare(model, tokenizer, texts, settings)
         bare_runs.append(bare)
         print(
             f"run {repeat}: bare {bare.samples} samples in {bare.seconds:.1f} s, "
-            f"{bare.samples_per_s:.3f} samples/s",
+            f"{bare.samples_per_s:.3f} samples/s, other load {bare.other_cores:.2f} cores",
             flush=True,
         )
     figures = summarize(args, settings, ours_runs, bare_runs, bare_load_seconds, threads)
@@ -511,11 +568,16 @@ def benchmark(workspace: Workspace, args: argparse.Namespace, threads: int) -> d
 def main() -> int:
     args = parse_args()
     threads = configure_threads(args.threads)
-    if args.workspace is not None:
-        figures = benchmark(open_workspace(args.workspace.resolve(), args), args, threads)
-    else:
-        with tempfile.TemporaryDirectory(prefix="bench-generate-") as folder:
-            figures = benchmark(open_workspace(Path(folder), args), args, threads)
+    try:
+        resolve_device(args.device)  # an unusable device fails before the slow setup
+        if args.workspace is not None:
+            figures = benchmark(open_workspace(args.workspace.resolve(), args), args, threads)
+        else:
+            with tempfile.TemporaryDirectory(prefix="bench-generate-") as folder:
+                figures = benchmark(open_workspace(Path(folder), args), args, threads)
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     write_json(args.out, figures)
     print(f"Wrote {args.out}")
     return 0

@@ -54,7 +54,8 @@ def encode_prompt(
     return tokenizer(prompt.text)["input_ids"], False
 
 
-def _end_token_ids(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> set[int]:
+def end_token_ids(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> set[int]:
+    """Every token id that ends a response: the generation config's and the tokenizer's."""
     configured = model.generation_config.eos_token_id
     ids = set(configured if isinstance(configured, list) else [configured])
     ids.add(tokenizer.eos_token_id)
@@ -81,7 +82,7 @@ def sample_completions(
     jobs = [(index, copy) for index, (_p, count) in enumerate(requests) for copy in range(count)]
     jobs.sort(key=lambda job: len(encoded[job[0]][0]))
     results: list[list[Completion | None]] = [[None] * count for _p, count in requests]
-    end_ids = _end_token_ids(model, tokenizer)
+    end_ids = end_token_ids(model, tokenizer)
     device = next(model.parameters()).device
     for batch_number, start in enumerate(range(0, len(jobs), decoding.batch_size)):
         batch = jobs[start : start + decoding.batch_size]

@@ -5,7 +5,6 @@ from __future__ import annotations
 import importlib.util
 import os
 import socket
-import subprocess
 import sys
 from pathlib import Path
 
@@ -59,10 +58,10 @@ def app_environment(workspace: Workspace) -> dict[str, str]:
 
 
 def serve(workspace: Workspace, port: int, address: str) -> int:
-    """Run the app until interrupted; returns Streamlit's exit code."""
+    """Replace this process with the Streamlit server; returns only if that fails."""
     check_port_free(port, address)
     print(f"Serving the annotation app at http://{address}:{port} (Ctrl+C stops it).", flush=True)
-    try:
-        return subprocess.call(streamlit_command(port, address), env=app_environment(workspace))
-    except KeyboardInterrupt:
-        return 0
+    command = streamlit_command(port, address)
+    # exec rather than a child process: a signal meant for `rlhf serve` (Ctrl+C, a
+    # supervisor's SIGTERM) then reaches the server itself and leaves no orphan.
+    os.execve(command[0], command, app_environment(workspace))

@@ -73,7 +73,11 @@ def test_serve_answers_http(sqlite_workspace) -> None:
                 time.sleep(0.5)
     finally:
         server.terminate()
-        server.wait(timeout=20)
+        try:
+            server.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
 
 
 def test_serve_on_a_taken_port_is_refused(sqlite_workspace, capsys) -> None:
