@@ -10,6 +10,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from db.models import Prompt, Sample
+from db.text import storable
 
 _HASH_LOOKUP_CHUNK = 500
 
@@ -36,7 +37,7 @@ def add_prompts(
     """Insert new prompts; texts already stored (by content hash) or repeated are skipped."""
     unique: dict[str, str] = {}
     duplicates = 0
-    for text in texts:
+    for text in map(storable, texts):
         digest = content_hash(text)
         if digest in unique:
             duplicates += 1

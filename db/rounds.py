@@ -10,6 +10,7 @@ from sqlalchemy.orm import Session
 
 from db.errors import UserError
 from db.models import Judgment, Model, Pair, Round, Sample
+from db.text import storable
 
 
 @dataclass
@@ -96,7 +97,10 @@ def prompts_in_round(session: Session, round_id: int) -> int:
 def add_samples_and_pairs(
     session: Session, round_: Round, samples: list[NewSample], pairs: list[NewPair]
 ) -> list[Pair]:
-    rows = [Sample(round_id=round_.id, **vars(sample)) for sample in samples]
+    rows = [
+        Sample(round_id=round_.id, **(vars(sample) | {"text": storable(sample.text)}))
+        for sample in samples
+    ]
     session.add_all(rows)
     session.flush()
     created = [

@@ -8,6 +8,8 @@ from dataclasses import dataclass
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from db.text import storable
+
 
 @dataclass(frozen=True)
 class Decoding:
@@ -104,7 +106,7 @@ def sample_completions(
             end = next((i for i, token in enumerate(tokens) if token in end_ids), None)
             kept = tokens if end is None else tokens[:end]
             results[index][copy] = Completion(
-                text=tokenizer.decode(kept, skip_special_tokens=True),
+                text=storable(tokenizer.decode(kept, skip_special_tokens=True)),
                 token_count=len(kept) + (0 if end is None else 1),
                 finished=end is not None,
                 seed=batch_seed,

@@ -190,3 +190,27 @@ def test_no_prompts_left(workspace, tiny_policy) -> None:
     with pytest.raises(UserError, match="No train prompts are left"):
         generate_round(workspace, round_request(tiny_policy), False)
     assert _count(workspace, Round) == 0
+
+
+def test_samples_with_nul_characters_store_on_every_backend(workspace, tiny_policy) -> None:
+    from db.rounds import NewPair, NewSample, add_samples_and_pairs
+
+    store_prompts(workspace, ["p"])
+    generate_round(workspace, round_request(tiny_policy, n_prompts=1), False)
+    with transaction(workspace.sessions) as session:
+        round_ = session.scalar(select(Round))
+        sample = session.scalar(select(Sample))
+        fields = dict(
+            prompt_id=sample.prompt_id,
+            policy_id=sample.policy_id,
+            decoding={},
+            seed=0,
+            token_count=2,
+            finished=True,
+        )
+        texts = ["a\x00b", "<script>\x00"]
+        new = [NewSample(text=text, **fields) for text in texts]
+        add_samples_and_pairs(session, round_, new, [NewPair(0, 1, "random")])
+    with workspace.sessions() as session:
+        stored = session.scalars(select(Sample.text).order_by(Sample.id.desc()).limit(2)).all()
+    assert sorted(stored) == ["<script>", "ab"]

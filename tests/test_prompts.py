@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 
 import pytest
+from sqlalchemy import select
 
 from db.engine import transaction
+from db.models import Prompt
 from db.prompts import add_prompts, content_hash, count_prompts
 from rlhf_train.errors import UserError
 from rlhf_train.prompt_sources import (
@@ -101,3 +103,11 @@ def test_storage_deduplicates_by_content_hash(workspace) -> None:
         second = add_prompts(session, ["c", "d", "d"], source="t", chat=True)
         assert (second.added, second.duplicates_in_input, second.already_present) == (1, 1, 1)
         assert count_prompts(session) == 4
+
+
+def test_nul_characters_are_dropped_before_storage(workspace) -> None:
+    with transaction(workspace.sessions) as session:
+        result = add_prompts(session, ["bad\x00prompt", "badprompt"], source="t", chat=False)
+        assert (result.added, result.duplicates_in_input) == (1, 1)
+    with workspace.sessions() as session:
+        assert session.scalars(select(Prompt.text)).all() == ["badprompt"]
