@@ -67,12 +67,15 @@ class GenerationReport:
     samples: int = 0
     pairs: int = 0
     prompts_without_pair: int = 0
-    seconds: float = 0.0
+    seconds: float = 0.0  # all of it
+    preparing_seconds: float = 0.0  # resolving, converting and loading the policies
     pairs_by_strategy: dict[str, int] = field(default_factory=dict)
 
     @property
     def samples_per_second(self) -> float:
-        return self.samples / self.seconds if self.seconds else 0.0
+        """While sampling, pairing and storing: model preparation left out."""
+        sampling = self.seconds - self.preparing_seconds
+        return self.samples / sampling if sampling > 0 else 0.0
 
     def summary(self) -> str:
         total = self.prompts_before + self.prompts_added
@@ -83,7 +86,8 @@ class GenerationReport:
         lines = [
             f"Round {self.round_number}: added {self.prompts_added} prompts{resumed}, "
             f"{self.samples} samples and {self.pairs} pairs ({by_strategy}) in "
-            f"{self.seconds:.1f} s ({self.samples_per_second:.2f} samples/s).",
+            f"{self.seconds:.1f} s ({self.preparing_seconds:.1f} s loading the model, then "
+            f"{self.samples_per_second:.2f} samples/s).",
         ]
         if self.prompts_without_pair:
             lines.append(
@@ -193,7 +197,11 @@ def generate_round(
             if previous
             else None
         )
-    report = GenerationReport(round_number=request.number, prompts_before=done)
+    report = GenerationReport(
+        round_number=request.number,
+        prompts_before=done,
+        preparing_seconds=time.perf_counter() - started,
+    )
     chunk_size = max(1, request.decoding.batch_size * BATCHES_PER_COMMIT // k)
     bar = tqdm(
         total=len(todo) * k, unit="sample", desc=f"round {request.number}", disable=not progress
