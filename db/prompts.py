@@ -62,6 +62,16 @@ def add_prompts(
     )
 
 
+def prompt_ids_by_hash(session: Session, hashes: Iterable[str]) -> dict[str, int]:
+    wanted = list(set(hashes))
+    found: dict[str, int] = {}
+    for start in range(0, len(wanted), _HASH_LOOKUP_CHUNK):
+        chunk = wanted[start : start + _HASH_LOOKUP_CHUNK]
+        query = select(Prompt.content_hash, Prompt.id).where(Prompt.content_hash.in_(chunk))
+        found.update(session.execute(query).tuples().all())
+    return found
+
+
 def count_prompts(session: Session, split: str | None = None) -> int:
     query = select(func.count()).select_from(Prompt)
     if split is not None:

@@ -1,0 +1,124 @@
+"""How much annotators agree: the one place this math lives (the exporter and the
+app's quality page both use it).
+
+Input is a table of votes, one row per judgment, with integer codes: `item` (the pair),
+`rater` (the annotator) and `value` (the choice, see CATEGORIES). Skips are not votes and
+must be left out by the caller. Everything is vectorized with numpy, because exports
+hold millions of votes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+CATEGORIES = ("A", "B", "tie", "both_bad")
+CODE = {name: code for code, name in enumerate(CATEGORIES)}
+
+
+def encode_choices(choices: np.ndarray) -> np.ndarray:
+    """Choice strings as codes 0..3; anything else (e.g. 'skip') as -1."""
+    codes = np.full(len(choices), -1, dtype=np.int8)
+    for name, code in CODE.items():
+        codes[choices == name] = code
+    return codes
+
+
+def count_matrix(items: np.ndarray, values: np.ndarray, n_items: int) -> np.ndarray:
+    """Votes per item and category: shape (n_items, len(CATEGORIES)); items are 0..n-1."""
+    counts = np.zeros((n_items, len(CATEGORIES)), dtype=np.int64)
+    np.add.at(counts, (items, values), 1)
+    return counts
+
+
+def pairwise_agreement(counts: np.ndarray) -> float | None:
+    """The share of pairs of votes on the same item that agree, over all such pairs."""
+    per_item = counts.sum(axis=1)
+    vote_pairs = (per_item * (per_item - 1)).sum()
+    if vote_pairs == 0:
+        return None
+    agreeing = (counts * (counts - 1)).sum()
+    return float(agreeing / vote_pairs)
+
+
+def krippendorff_alpha_nominal(counts: np.ndarray) -> float | None:
+    """Krippendorff's alpha for nominal data from per-item category counts.
+
+    alpha = 1 - D_o / D_e, with observed disagreement D_o from the coincidence matrix of
+    items with at least two votes, and expected disagreement D_e from the pooled
+    category frequencies. None when it is undefined (fewer than two pairable votes, or
+    every vote in one category).
+    """
+    per_item = counts.sum(axis=1)
+    pairable = per_item >= 2
+    counts, per_item = counts[pairable], per_item[pairable]
+    n = per_item.sum()
+    if n < 2:
+        return None
+    agreeing = (counts * (counts - 1) / (per_item - 1)[:, None]).sum()
+    observed = 1.0 - agreeing / n
+    pooled = counts.sum(axis=0)
+    expected = 1.0 - (pooled * (pooled - 1)).sum() / (n * (n - 1))
+    if expected == 0:
+        return None
+    return float(1.0 - observed / expected)
+
+
+def majority_of_others(counts: np.ndarray, items: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """For each vote, the strict majority category of the other votes on its item, or -1.
+
+    Leaving the vote itself out keeps an annotator from agreeing with themselves.
+    """
+    others = counts[items].copy()
+    others[np.arange(len(items)), values] -= 1
+    top = others.max(axis=1)
+    winner = others.argmax(axis=1)
+    unique = (others == top[:, None]).sum(axis=1) == 1
+    return np.where((top > 0) & unique, winner, -1)
+
+
+@dataclass(frozen=True)
+class RaterStats:
+    rater: int
+    votes: int
+    agreement_with_majority: float | None  # over votes whose item has a majority of others
+    gold_votes: int
+    gold_accuracy: float | None
+
+
+def rater_stats(
+    items: np.ndarray,
+    raters: np.ndarray,
+    values: np.ndarray,
+    counts: np.ndarray,
+    gold: np.ndarray,
+) -> dict[int, RaterStats]:
+    """Per annotator: votes, agreement with the majority of others, gold accuracy.
+
+    `gold` holds, per item, the code of the known answer or -1 for ordinary items.
+    """
+    majority = majority_of_others(counts, items, values)
+    judged = majority >= 0
+    agrees = judged & (majority == values)
+    item_gold = gold[items]
+    on_gold = item_gold >= 0
+    correct = on_gold & (item_gold == values)
+    ids, index = np.unique(raters, return_inverse=True)
+
+    def per_rater(flags: np.ndarray) -> np.ndarray:
+        return np.bincount(index, weights=flags, minlength=len(ids)).astype(np.int64)
+
+    votes = np.bincount(index, minlength=len(ids))
+    n_judged, n_agree = per_rater(judged), per_rater(agrees)
+    n_gold, n_correct = per_rater(on_gold), per_rater(correct)
+    return {
+        int(rater): RaterStats(
+            rater=int(rater),
+            votes=int(votes[i]),
+            agreement_with_majority=float(n_agree[i] / n_judged[i]) if n_judged[i] else None,
+            gold_votes=int(n_gold[i]),
+            gold_accuracy=float(n_correct[i] / n_gold[i]) if n_gold[i] else None,
+        )
+        for i, rater in enumerate(ids)
+    }

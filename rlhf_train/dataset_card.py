@@ -1,0 +1,101 @@
+"""The dataset card (README.md) of an export, rendered from its manifest."""
+
+from __future__ import annotations
+
+from typing import Any
+
+COUNT_LABELS = {
+    "pairs": "pairs in the selected rounds",
+    "judgments": "judgments on them",
+    "skips": "skips (not votes)",
+    "annotators_excluded": "annotators excluded for gold accuracy",
+    "votes_from_excluded_annotators": "votes of excluded annotators",
+    "votes_used": "votes used",
+    "pairs_without_votes": "pairs without votes",
+    "gold_pairs_excluded": "gold pairs excluded",
+    "pairs_below_min_votes": "pairs below --min-votes",
+    "pairs_below_min_agreement": "pairs below --min-agreement",
+    "pairs_both_bad": "pairs whose majority was both bad",
+    "pairs_tied": "pairs tied (no majority, or a majority for tie)",
+    "pairs_tied_dropped": "tied pairs dropped (--ties drop)",
+    "pairs_exported": "pairs exported",
+    "rows_train": "rows in train",
+    "rows_test": "rows in test",
+    "prompts_train": "prompts in train",
+    "prompts_test": "prompts in test",
+}
+
+
+def _number(value: Any) -> str:
+    if value is None:
+        return "n/a"
+    if isinstance(value, float):
+        return f"{value:.3f}"
+    return str(value)
+
+
+def render_card(manifest: dict[str, Any]) -> str:
+    options = manifest["options"]
+    agreement = manifest["agreement"]
+    lines = [
+        "# Preference dataset",
+        "",
+        f"Exported by prefloop from `{manifest['database']}`, rounds "
+        f"{', '.join(map(str, manifest['rounds']))}. Content hash `{manifest['content_hash']}`.",
+        "",
+        "## Loading",
+        "",
+        "```python",
+        "from datasets import load_from_disk, load_dataset",
+        'dataset = load_from_disk("hf")  # if exported with --format hf',
+        'dataset = load_dataset("json", data_files={"train": "data/train.jsonl", '
+        '"test": "data/test.jsonl"})',
+        "```",
+        "",
+        "## Columns",
+        "",
+        "TRL's preference format with an explicit prompt"
+        + (
+            " (conversational: message lists with user and assistant roles)."
+            if options["conversational"]
+            else "."
+        ),
+        "",
+        "- `prompt`, `chosen`, `rejected`: the prompt and the preferred and other response.",
+        "- `margin`: agreement x mean strength (1 slightly, 2 clearly, 3 much better; a missing "
+        "strength counts as 1) of the votes in the majority; 0 for the two rows of a tied pair.",
+        "- `agreement`: the share of the pair's votes that went to the outcome.",
+        "- `n_votes`: votes on the pair (skips are not votes).",
+        "- `round`, `chosen_model`, `rejected_model`, `pair_id`: where the row came from.",
+        "",
+        "Train and test are split by prompt: no prompt is in both, and a prompt's split depends "
+        f"only on its text and the seed ({options['seed']}), so it stays put as rounds are added.",
+        "",
+        "## Counts",
+        "",
+        "| step | count |",
+        "|---|---:|",
+    ]
+    for key, value in manifest["counts"].items():
+        lines.append(f"| {COUNT_LABELS.get(key, key)} | {value} |")
+    lines += [
+        "",
+        "## Agreement",
+        "",
+        f"- pairwise agreement: {_number(agreement['pairwise_agreement'])}",
+        f"- Krippendorff's alpha (nominal): {_number(agreement['krippendorff_alpha'])}",
+        "",
+        "| annotator | votes | agreement with majority | gold votes | gold accuracy | excluded |",
+        "|---|---:|---:|---:|---:|---|",
+    ]
+    for row in agreement["annotators"]:
+        lines.append(
+            f"| {row['name']} | {row['votes']} | {_number(row['agreement_with_majority'])} | "
+            f"{row['gold_votes']} | {_number(row['gold_accuracy'])} | "
+            f"{'yes' if row['excluded'] else ''} |"
+        )
+    lines += ["", "## Models", "", "| model | responses |", "|---|---:|"]
+    lines += [f"| {name} | {count} |" for name, count in manifest["models"].items()]
+    lines += ["", "## Options", ""]
+    lines += [f"- `{name}`: {value}" for name, value in sorted(options.items())]
+    return "\n".join(lines) + "\n"

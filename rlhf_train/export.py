@@ -1,0 +1,290 @@
+"""`rlhf export`: judgments become a preference dataset in TRL's format.
+
+The pipeline: read the rounds' pairs and votes column-wise; drop annotators whose gold
+accuracy is too low; aggregate each pair's votes (rlhf_train.aggregate); apply the pair
+filters, counting what each removes; build prompt/chosen/rejected rows; split by prompt;
+write every format into a staging folder that is renamed into place only when complete;
+record the export in the database.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from db.engine import redact, transaction
+from db.models import Export
+from rlhf_train.aggregate import NO_VOTES, aggregate, margin
+from rlhf_train.agreement import (
+    CATEGORIES,
+    CODE,
+    count_matrix,
+    encode_choices,
+    krippendorff_alpha_nominal,
+    pairwise_agreement,
+    rater_stats,
+)
+from rlhf_train.errors import UserError
+from rlhf_train.export_data import (
+    load_pairs,
+    load_votes,
+    prompt_texts,
+    sample_texts,
+    select_rounds,
+    user_names,
+)
+from rlhf_train.export_writer import write_export
+from rlhf_train.splitting import is_test_prompt
+from rlhf_train.workspace import Workspace
+
+FORMATS = ("hf", "jsonl", "parquet")
+TIE_POLICIES = ("drop", "half")
+
+
+@dataclass(frozen=True)
+class ExportOptions:
+    out: Path
+    rounds: list[int] | None = None  # None: every round
+    formats: tuple[str, ...] = ("hf",)
+    ties: str = "drop"
+    min_votes: int = 1
+    min_agreement: float = 0.0
+    exclude_gold: bool = False
+    min_gold_accuracy: float | None = None
+    test_fraction: float = 0.1
+    seed: int = 0
+    conversational: bool = False
+    overwrite: bool = False
+
+    def check(self) -> None:
+        if unknown := [f for f in self.formats if f not in FORMATS]:
+            raise UserError(f"Unknown format {unknown[0]!r}; use hf, jsonl, parquet or all.")
+        if self.ties not in TIE_POLICIES:
+            raise UserError(f"--ties is {self.ties!r}; use drop or half.")
+        if self.min_votes < 1:
+            raise UserError(f"--min-votes is {self.min_votes}; it must be at least 1.")
+        for name, value in (
+            ("--min-agreement", self.min_agreement),
+            ("--min-gold-accuracy", self.min_gold_accuracy),
+        ):
+            if value is not None and not 0 <= value <= 1:
+                raise UserError(f"{name} is {value}; it must be between 0 and 1.")
+        if not 0 <= self.test_fraction < 1:
+            raise UserError(f"--test-fraction is {self.test_fraction}; use at least 0 and below 1.")
+        if self.out.exists() and not self.overwrite:
+            raise UserError(
+                f"{self.out} already exists; pass --overwrite to replace it or choose another "
+                "--out."
+            )
+
+    def recorded(self) -> dict[str, Any]:
+        """The options that decide the content (not where it is written)."""
+        options = asdict(self)
+        del options["out"], options["overwrite"]
+        options["formats"] = list(self.formats)
+        return options
+
+
+@dataclass
+class ExportResult:
+    out: Path
+    counts: dict[str, int]
+    agreement: dict[str, Any]
+    content_hash: str
+    export_id: int
+    rows: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class _Row:
+    pair_index: int
+    chosen_side: str  # "A" or "B"
+    margin: float
+
+
+def _agreement_summary(counts, items, raters, values, gold, names, excluded) -> dict[str, Any]:
+    stats = rater_stats(items, raters, values, counts, gold)
+    return {
+        "pairwise_agreement": pairwise_agreement(counts),
+        "krippendorff_alpha": krippendorff_alpha_nominal(counts),
+        "annotators": [
+            {
+                "name": names.get(rater, str(rater)),
+                "votes": s.votes,
+                "agreement_with_majority": s.agreement_with_majority,
+                "gold_votes": s.gold_votes,
+                "gold_accuracy": s.gold_accuracy,
+                "excluded": rater in excluded,
+            }
+            for rater, s in sorted(stats.items(), key=lambda kv: names.get(kv[0], ""))
+        ],
+    }
+
+
+def export_preferences(workspace: Workspace, options: ExportOptions) -> ExportResult:
+    options.check()
+    with workspace.engine.connect() as connection:
+        workspace.sessions  # noqa: B018 - the schema check, before reading
+        rounds = select_rounds(connection, options.rounds)
+        pairs = load_pairs(connection, rounds)
+        votes = load_votes(connection, rounds)
+        names = user_names(connection)
+        counts: dict[str, int] = {"pairs": len(pairs.ids), "judgments": len(votes.pair_ids)}
+
+        values = encode_choices(votes.choices)
+        is_vote = values >= 0
+        counts["skips"] = int((~is_vote).sum())
+        items = np.searchsorted(pairs.ids, votes.pair_ids)
+        items, raters, values, strengths = (
+            items[is_vote],
+            votes.annotator_ids[is_vote],
+            values[is_vote],
+            votes.strengths[is_vote],
+        )
+
+        # Annotators below the gold bar are judged on all their votes, then left out.
+        before = count_matrix(items, values, len(pairs.ids))
+        excluded: set[int] = set()
+        if options.min_gold_accuracy is not None:
+            for rater, stats in rater_stats(items, raters, values, before, pairs.gold).items():
+                if (
+                    stats.gold_accuracy is not None
+                    and stats.gold_accuracy < options.min_gold_accuracy
+                ):
+                    excluded.add(rater)
+        kept = ~np.isin(raters, list(excluded))
+        counts["annotators_excluded"] = len(excluded)
+        counts["votes_from_excluded_annotators"] = int((~kept).sum())
+        items, raters, values, strengths = items[kept], raters[kept], values[kept], strengths[kept]
+        counts["votes_used"] = len(items)
+
+        matrix = count_matrix(items, values, len(pairs.ids))
+        agreement = _agreement_summary(matrix, items, raters, values, pairs.gold, names, excluded)
+        outcomes = aggregate(matrix, items, values, strengths)
+        rows, pair_counts = _select_rows(pairs, outcomes, options)
+        counts.update(pair_counts)
+        if not rows:
+            raise UserError(
+                "Nothing is left to export after the filters ("
+                + ", ".join(f"{name}: {value}" for name, value in counts.items())
+                + "); relax the filters or collect more judgments."
+            )
+        prompts = prompt_texts(connection, rounds)
+        wanted = {int(pairs.sample_a[r.pair_index]) for r in rows}
+        wanted |= {int(pairs.sample_b[r.pair_index]) for r in rows}
+        samples = sample_texts(connection, rounds, wanted)
+
+    splits = _build_splits(rows, pairs, outcomes, prompts, samples, options)
+    for split, records in splits.items():
+        counts[f"rows_{split}"] = len(records["pair_id"])
+        counts[f"prompts_{split}"] = len(set(records["prompt_key"]))
+    provenance = {
+        "rounds": rounds.numbers,
+        "options": options.recorded(),
+        "database": redact(workspace.db_url),
+        "counts": counts,
+        "agreement": agreement,
+        "models": _model_counts(splits),
+    }
+    content_hash = write_export(
+        options.out, splits, provenance, options.formats, options.conversational, options.overwrite
+    )
+    with transaction(workspace.sessions) as session:
+        record = Export(
+            filters=options.recorded() | {"rounds": rounds.numbers},
+            counts=counts,
+            output_path=str(options.out.resolve()),
+            content_hash=content_hash,
+        )
+        session.add(record)
+        session.flush()
+        export_id = record.id
+    return ExportResult(options.out, counts, agreement, content_hash, export_id)
+
+
+def _select_rows(pairs, outcomes, options: ExportOptions) -> tuple[list[_Row], dict[str, int]]:
+    """The rows to export, and how many pairs each filter removed, in order."""
+    remaining = outcomes.outcome != NO_VOTES
+    counts = {"pairs_without_votes": int((~remaining).sum())}
+    if options.exclude_gold:
+        gold = remaining & (pairs.gold >= 0)
+        counts["gold_pairs_excluded"] = int(gold.sum())
+        remaining &= ~gold
+    few = remaining & (outcomes.n_votes < options.min_votes)
+    counts["pairs_below_min_votes"] = int(few.sum())
+    remaining &= ~few
+    weak = remaining & (outcomes.agreement < options.min_agreement)
+    counts["pairs_below_min_agreement"] = int(weak.sum())
+    remaining &= ~weak
+    both_bad = remaining & (outcomes.outcome == CODE["both_bad"])
+    counts["pairs_both_bad"] = int(both_bad.sum())
+    remaining &= ~both_bad
+    ties = remaining & (outcomes.outcome == CODE["tie"])
+    counts["pairs_tied"] = int(ties.sum())
+    if options.ties == "drop":
+        counts["pairs_tied_dropped"] = int(ties.sum())
+        remaining &= ~ties
+    counts["pairs_exported"] = int(remaining.sum())
+    rows: list[_Row] = []
+    for index in np.flatnonzero(remaining):
+        code = outcomes.outcome[index]
+        if code == CODE["tie"]:
+            # Half a preference each way, margin 0, for trainers that understand it.
+            rows += [_Row(int(index), "A", 0.0), _Row(int(index), "B", 0.0)]
+        else:
+            strength = margin(outcomes.agreement[index], outcomes.strength[index])
+            rows.append(_Row(int(index), CATEGORIES[code], strength))
+    return rows, counts
+
+
+def _build_splits(rows, pairs, outcomes, prompts, samples, options) -> dict[str, dict[str, list]]:
+    splits: dict[str, dict[str, list]] = {
+        split: {name: [] for name in _COLUMNS} for split in ("train", "test")
+    }
+    for row in rows:
+        i = row.pair_index
+        prompt_text, prompt_hash = prompts[int(pairs.prompt_ids[i])]
+        a, b = samples[int(pairs.sample_a[i])], samples[int(pairs.sample_b[i])]
+        chosen, rejected = (a, b) if row.chosen_side == "A" else (b, a)
+        split = (
+            "test" if is_test_prompt(prompt_hash, options.test_fraction, options.seed) else "train"
+        )
+        columns = splits[split]
+        columns["prompt"].append(prompt_text)
+        columns["chosen"].append(chosen[0])
+        columns["rejected"].append(rejected[0])
+        columns["margin"].append(row.margin)
+        columns["agreement"].append(round(float(outcomes.agreement[i]), 6))
+        columns["n_votes"].append(int(outcomes.n_votes[i]))
+        columns["round"].append(int(pairs.round_numbers[i]))
+        columns["chosen_model"].append(chosen[1])
+        columns["rejected_model"].append(rejected[1])
+        columns["pair_id"].append(int(pairs.ids[i]))
+        columns["prompt_key"].append(prompt_hash)
+    return splits
+
+
+_COLUMNS = (
+    "prompt",
+    "chosen",
+    "rejected",
+    "margin",
+    "agreement",
+    "n_votes",
+    "round",
+    "chosen_model",
+    "rejected_model",
+    "pair_id",
+    "prompt_key",
+)
+
+
+def _model_counts(splits: dict[str, dict[str, list]]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for columns in splits.values():
+        for name in columns["chosen_model"] + columns["rejected_model"]:
+            counts[name] = counts.get(name, 0) + 1
+    return dict(sorted(counts.items()))
