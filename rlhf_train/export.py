@@ -21,6 +21,7 @@ from rlhf_train.aggregate import NO_VOTES, aggregate, margin
 from rlhf_train.agreement import (
     CATEGORIES,
     CODE,
+    RaterStats,
     count_matrix,
     encode_choices,
     krippendorff_alpha_nominal,
@@ -105,21 +106,26 @@ class _Row:
     margin: float
 
 
-def _agreement_summary(counts, items, raters, values, gold, names, excluded) -> dict[str, Any]:
-    stats = rater_stats(items, raters, values, counts, gold)
+def _agreement_summary(
+    counts: np.ndarray,
+    annotators: dict[int, RaterStats],
+    names: dict[int, str],
+    excluded: set[int],
+) -> dict[str, Any]:
+    """Agreement over the votes used; per annotator over all their votes, excluded or not."""
     return {
         "pairwise_agreement": pairwise_agreement(counts),
         "krippendorff_alpha": krippendorff_alpha_nominal(counts),
         "annotators": [
             {
                 "name": names.get(rater, str(rater)),
-                "votes": s.votes,
-                "agreement_with_majority": s.agreement_with_majority,
-                "gold_votes": s.gold_votes,
-                "gold_accuracy": s.gold_accuracy,
+                "votes": stats.votes,
+                "agreement_with_majority": stats.agreement_with_majority,
+                "gold_votes": stats.gold_votes,
+                "gold_accuracy": stats.gold_accuracy,
                 "excluded": rater in excluded,
             }
-            for rater, s in sorted(stats.items(), key=lambda kv: names.get(kv[0], ""))
+            for rater, stats in sorted(annotators.items(), key=lambda kv: names.get(kv[0], ""))
         ],
     }
 
@@ -146,15 +152,16 @@ def export_preferences(workspace: Workspace, options: ExportOptions) -> ExportRe
         )
 
         # Annotators below the gold bar are judged on all their votes, then left out.
-        before = count_matrix(items, values, len(pairs.ids))
-        excluded: set[int] = set()
-        if options.min_gold_accuracy is not None:
-            for rater, stats in rater_stats(items, raters, values, before, pairs.gold).items():
-                if (
-                    stats.gold_accuracy is not None
-                    and stats.gold_accuracy < options.min_gold_accuracy
-                ):
-                    excluded.add(rater)
+        annotators = rater_stats(
+            items, raters, values, count_matrix(items, values, len(pairs.ids)), pairs.gold
+        )
+        excluded = {
+            rater
+            for rater, stats in annotators.items()
+            if options.min_gold_accuracy is not None
+            and stats.gold_accuracy is not None
+            and stats.gold_accuracy < options.min_gold_accuracy
+        }
         kept = ~np.isin(raters, list(excluded))
         counts["annotators_excluded"] = len(excluded)
         counts["votes_from_excluded_annotators"] = int((~kept).sum())
@@ -162,7 +169,7 @@ def export_preferences(workspace: Workspace, options: ExportOptions) -> ExportRe
         counts["votes_used"] = len(items)
 
         matrix = count_matrix(items, values, len(pairs.ids))
-        agreement = _agreement_summary(matrix, items, raters, values, pairs.gold, names, excluded)
+        agreement = _agreement_summary(matrix, annotators, names, excluded)
         outcomes = aggregate(matrix, items, values, strengths)
         rows, pair_counts = _select_rows(pairs, outcomes, options)
         counts.update(pair_counts)

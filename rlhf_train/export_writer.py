@@ -71,8 +71,10 @@ def _write_hf(folder: Path, tables: dict[str, pa.Table]) -> None:
 
     disable_progress_bars()  # a bar per split and shard says nothing `rlhf export` does not
 
+    # One shard per split, stated explicitly: datasets writes no shard at all for an
+    # empty split otherwise, and then cannot load the folder back.
     DatasetDict({split: Dataset(table) for split, table in tables.items()}).save_to_disk(
-        str(folder)
+        str(folder), num_shards={split: 1 for split in tables}
     )
 
 

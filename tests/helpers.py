@@ -31,3 +31,32 @@ def round_request(policy: Path | str, **changes: object) -> RoundRequest:
 def store_prompts(workspace, texts: list[str], chat: bool = False) -> None:
     with transaction(workspace.sessions) as session:
         add_prompts(session, texts, source="test", chat=chat)
+
+
+def record_votes(workspace, votes: dict[int, list[tuple[str, str, int | None]]]) -> list[int]:
+    """Judgments by name: {pair position in id order: [(annotator, choice, strength)]}.
+
+    Annotators are created as needed. Returns the pair ids in id order.
+    """
+    from sqlalchemy import select
+
+    from db.models import Judgment, Pair, User
+    from db.users import create_user
+
+    with transaction(workspace.sessions) as session:
+        pair_ids = list(session.scalars(select(Pair.id).order_by(Pair.id)))
+        users = {user.name: user for user in session.scalars(select(User))}
+        for position, cast in votes.items():
+            for name, choice, strength in cast:
+                if name not in users:
+                    users[name] = create_user(session, name, "annotator", "password-123")
+                session.add(
+                    Judgment(
+                        pair_id=pair_ids[position],
+                        annotator_id=users[name].id,
+                        choice=choice,
+                        strength=strength,
+                        left_sample="A",
+                    )
+                )
+    return pair_ids
