@@ -57,6 +57,11 @@ def _as_messages(texts: list[str], role: str) -> list[list[dict[str, str]]]:
     return [[{"role": role, "content": text}] for text in texts]
 
 
+def arrow_tables(splits: dict[str, dict[str, list]], conversational: bool) -> dict[str, pa.Table]:
+    """The exported columns of each split as an Arrow table (internal columns left out)."""
+    return {split: _table(columns, conversational) for split, columns in splits.items()}
+
+
 def _table(columns: dict[str, list], conversational: bool) -> pa.Table:
     data = {name: columns[name] for name in EXPORTED_COLUMNS}
     if conversational:
@@ -103,10 +108,9 @@ def _content_hash(files: dict[str, str]) -> str:
 
 def write_export(
     out: Path,
-    splits: dict[str, dict[str, list]],
+    tables: dict[str, pa.Table],
     provenance: dict[str, Any],
     formats: tuple[str, ...],
-    conversational: bool,
     overwrite: bool,
 ) -> str:
     """Write the export folder `out` and return the content hash of its data files."""
@@ -116,7 +120,6 @@ def write_export(
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir()
     try:
-        tables = {split: _table(columns, conversational) for split, columns in splits.items()}
         if "hf" in formats:
             _write_hf(staging / "hf", tables)
         if "jsonl" in formats or "parquet" in formats:

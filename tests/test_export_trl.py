@@ -6,12 +6,11 @@ from __future__ import annotations
 import pytest
 import torch
 from datasets import load_from_disk
-from transformers import LlamaConfig, LlamaForSequenceClassification
 
 from rlhf_train.export import ExportOptions, export_preferences
 from rlhf_train.generate import generate_round
 from tests.helpers import record_votes, round_request, store_prompts
-from tests.tiny_models import build_tokenizer
+from tests.tiny_models import build_tiny_reward_model
 
 TRAINING = dict(
     per_device_train_batch_size=2,
@@ -43,25 +42,22 @@ def export_folder(sqlite_workspace, tiny_policy, tmp_path):
     return out
 
 
+def _trains(trainer) -> None:
+    """A few steps run, the loss is finite and the weights moved."""
+    model = trainer.model
+    before = [p.detach().clone() for p in model.parameters()]
+    result = trainer.train()
+    assert result.global_step == 3 and torch.isfinite(torch.tensor(result.training_loss))
+    assert any(
+        not torch.equal(a, b.detach()) for a, b in zip(before, model.parameters(), strict=True)
+    )
+
+
 def test_reward_trainer_trains_on_an_export(export_folder, tmp_path) -> None:
     from trl import RewardConfig, RewardTrainer
 
     dataset = load_from_disk(str(export_folder / "hf"))
-    tokenizer = build_tokenizer()
-    tokenizer.pad_token = tokenizer.eos_token
-    torch.manual_seed(0)
-    model = LlamaForSequenceClassification(
-        LlamaConfig(
-            vocab_size=len(tokenizer),
-            hidden_size=32,
-            intermediate_size=64,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            num_key_value_heads=2,
-            num_labels=1,
-            pad_token_id=tokenizer.pad_token_id,
-        )
-    )
+    model, tokenizer = build_tiny_reward_model()
     trainer = RewardTrainer(
         model=model,
         args=RewardConfig(output_dir=str(tmp_path / "rm"), max_length=64, **TRAINING),
@@ -69,12 +65,7 @@ def test_reward_trainer_trains_on_an_export(export_folder, tmp_path) -> None:
         eval_dataset=dataset["test"],
         processing_class=tokenizer,
     )
-    before = [p.detach().clone() for p in model.parameters()]
-    result = trainer.train()
-    assert result.global_step == 3 and torch.isfinite(torch.tensor(result.training_loss))
-    assert any(
-        not torch.equal(a, b.detach()) for a, b in zip(before, model.parameters(), strict=True)
-    )
+    _trains(trainer)
     assert "eval_loss" in trainer.evaluate()
 
 
@@ -85,16 +76,10 @@ def test_dpo_trainer_trains_on_an_export(export_folder, tiny_policy, tmp_path) -
     dataset = load_from_disk(str(export_folder / "hf"))
     tokenizer = AutoTokenizer.from_pretrained(tiny_policy)
     tokenizer.pad_token = tokenizer.eos_token
-    model = AutoModelForCausalLM.from_pretrained(tiny_policy)
     trainer = DPOTrainer(
-        model=model,
+        model=AutoModelForCausalLM.from_pretrained(tiny_policy),
         args=DPOConfig(output_dir=str(tmp_path / "dpo"), max_length=64, **TRAINING),
         train_dataset=dataset["train"],
         processing_class=tokenizer,
     )
-    before = [p.detach().clone() for p in model.parameters()]
-    result = trainer.train()
-    assert result.global_step == 3 and torch.isfinite(torch.tensor(result.training_loss))
-    assert any(
-        not torch.equal(a, b.detach()) for a, b in zip(before, model.parameters(), strict=True)
-    )
+    _trains(trainer)

@@ -7,7 +7,12 @@ from pathlib import Path
 
 import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+from transformers import (
+    LlamaConfig,
+    LlamaForCausalLM,
+    LlamaForSequenceClassification,
+    PreTrainedTokenizerFast,
+)
 
 CORPUS = [
     "This movie was great and the acting was wonderful.",
@@ -42,11 +47,9 @@ def build_tokenizer(chat_template: bool = True) -> PreTrainedTokenizerFast:
     return wrapped
 
 
-def build_tiny_policy(folder: Path, seed: int = 0, chat_template: bool = True) -> Path:
-    """A randomly initialised two-layer Llama with its tokenizer, saved in `folder`."""
-    tokenizer = build_tokenizer(chat_template)
-    torch.manual_seed(seed)
-    config = LlamaConfig(
+def tiny_llama_config(tokenizer: PreTrainedTokenizerFast, **extra: object) -> LlamaConfig:
+    """Two layers, hidden size 32: a Llama that trains in milliseconds per step."""
+    return LlamaConfig(
         vocab_size=len(tokenizer),
         hidden_size=32,
         intermediate_size=64,
@@ -57,9 +60,25 @@ def build_tiny_policy(folder: Path, seed: int = 0, chat_template: bool = True) -
         eos_token_id=tokenizer.eos_token_id,
         bos_token_id=tokenizer.bos_token_id,
         pad_token_id=tokenizer.eos_token_id,
-        tie_word_embeddings=True,
+        **extra,
     )
-    model = LlamaForCausalLM(config)
+
+
+def build_tiny_reward_model(
+    seed: int = 0,
+) -> tuple[LlamaForSequenceClassification, PreTrainedTokenizerFast]:
+    """A randomly initialised two-layer Llama with a scalar head, and its tokenizer."""
+    tokenizer = build_tokenizer()
+    tokenizer.pad_token = tokenizer.eos_token
+    torch.manual_seed(seed)
+    return LlamaForSequenceClassification(tiny_llama_config(tokenizer, num_labels=1)), tokenizer
+
+
+def build_tiny_policy(folder: Path, seed: int = 0, chat_template: bool = True) -> Path:
+    """A randomly initialised two-layer Llama with its tokenizer, saved in `folder`."""
+    tokenizer = build_tokenizer(chat_template)
+    torch.manual_seed(seed)
+    model = LlamaForCausalLM(tiny_llama_config(tokenizer, tie_word_embeddings=True))
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder
