@@ -17,7 +17,7 @@ import numpy as np
 
 from db.engine import redact, transaction
 from db.models import Export
-from rlhf_train.aggregate import NO_VOTES, aggregate, margin
+from rlhf_train.aggregate import NO_VOTES, Outcomes, aggregate, margin
 from rlhf_train.agreement import (
     CATEGORIES,
     CODE,
@@ -30,6 +30,7 @@ from rlhf_train.agreement import (
 )
 from rlhf_train.errors import UserError
 from rlhf_train.export_data import (
+    PairTable,
     load_pairs,
     load_votes,
     prompt_texts,
@@ -100,7 +101,9 @@ class ExportResult:
 
 
 @dataclass(frozen=True)
-class _Row:
+class ExportRow:
+    """One output row: which pair, which side was preferred, with what margin."""
+
     pair_index: int
     chosen_side: str  # "A" or "B"
     margin: float
@@ -171,7 +174,7 @@ def export_preferences(workspace: Workspace, options: ExportOptions) -> ExportRe
         matrix = count_matrix(items, values, len(pairs.ids))
         agreement = _agreement_summary(matrix, annotators, names, excluded)
         outcomes = aggregate(matrix, items, values, strengths)
-        rows, pair_counts = _select_rows(pairs, outcomes, options)
+        rows, pair_counts = select_rows(pairs, outcomes, options)
         counts.update(pair_counts)
         if not rows:
             raise UserError(
@@ -184,7 +187,7 @@ def export_preferences(workspace: Workspace, options: ExportOptions) -> ExportRe
         wanted |= {int(pairs.sample_b[r.pair_index]) for r in rows}
         samples = sample_texts(connection, rounds, wanted)
 
-    splits = _build_splits(rows, pairs, outcomes, prompts, samples, options)
+    splits = build_splits(rows, pairs, outcomes, prompts, samples, options)
     for split, records in splits.items():
         counts[f"rows_{split}"] = len(records["pair_id"])
         counts[f"prompts_{split}"] = len(set(records["prompt_key"]))
@@ -214,7 +217,9 @@ def export_preferences(workspace: Workspace, options: ExportOptions) -> ExportRe
     return ExportResult(options.out, counts, agreement, content_hash, export_id)
 
 
-def _select_rows(pairs, outcomes, options: ExportOptions) -> tuple[list[_Row], dict[str, int]]:
+def select_rows(
+    pairs: PairTable, outcomes: Outcomes, options: ExportOptions
+) -> tuple[list[ExportRow], dict[str, int]]:
     """The rows to export, and how many pairs each filter removed, in order."""
     remaining = outcomes.outcome != NO_VOTES
     counts = {"pairs_without_votes": int((~remaining).sum())}
@@ -237,19 +242,27 @@ def _select_rows(pairs, outcomes, options: ExportOptions) -> tuple[list[_Row], d
         counts["pairs_tied_dropped"] = int(ties.sum())
         remaining &= ~ties
     counts["pairs_exported"] = int(remaining.sum())
-    rows: list[_Row] = []
+    rows: list[ExportRow] = []
     for index in np.flatnonzero(remaining):
         code = outcomes.outcome[index]
         if code == CODE["tie"]:
             # Half a preference each way, margin 0, for trainers that understand it.
-            rows += [_Row(int(index), "A", 0.0), _Row(int(index), "B", 0.0)]
+            rows += [ExportRow(int(index), "A", 0.0), ExportRow(int(index), "B", 0.0)]
         else:
             strength = margin(outcomes.agreement[index], outcomes.strength[index])
-            rows.append(_Row(int(index), CATEGORIES[code], strength))
+            rows.append(ExportRow(int(index), CATEGORIES[code], strength))
     return rows, counts
 
 
-def _build_splits(rows, pairs, outcomes, prompts, samples, options) -> dict[str, dict[str, list]]:
+def build_splits(
+    rows: list[ExportRow],
+    pairs: PairTable,
+    outcomes: Outcomes,
+    prompts: dict[int, tuple[str, str]],
+    samples: dict[int, tuple[str, str]],
+    options: ExportOptions,
+) -> dict[str, dict[str, list]]:
+    """The rows as columns per split; a prompt's split depends on its hash and the seed."""
     splits: dict[str, dict[str, list]] = {
         split: {name: [] for name in _COLUMNS} for split in ("train", "test")
     }
