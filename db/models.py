@@ -16,6 +16,7 @@ from sqlalchemy import (
     DateTime,
     Float,
     ForeignKey,
+    Index,
     Integer,
     MetaData,
     String,
@@ -181,6 +182,8 @@ class Pair(Base):
             "gold_choice IS NULL OR gold_choice IN ('A', 'B', 'tie', 'both_bad')",
             name="gold_choice",
         ),
+        # The next-pair query walks a round's pairs by how many judgments they have.
+        Index("ix_pairs_round_judgment_count", "round_id", "judgment_count", "id"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -191,6 +194,9 @@ class Pair(Base):
     strategy: Mapped[str] = mapped_column(String(30), default="random")
     # Set by a lead for gold pairs; annotators are scored against it.
     gold_choice: Mapped[str | None] = mapped_column(String(20))
+    # Judgments other than skips, kept by db.judgments so that finding the next pair
+    # for an annotator never counts a million rows.
+    judgment_count: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
     round: Mapped[Round] = relationship()
@@ -207,6 +213,8 @@ class Judgment(Base):
         _one_of("choice", CHOICES, "choice"),
         _one_of("left_sample", ("A", "B"), "left_sample"),
         CheckConstraint("strength IS NULL OR strength BETWEEN 1 AND 3", name="strength"),
+        # An annotator's latest judgment (undo) and today's count.
+        Index("ix_judgments_annotator_created", "annotator_id", "created_at"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -220,6 +228,21 @@ class Judgment(Base):
     left_sample: Mapped[str] = mapped_column(String(1))
     ms_spent: Mapped[int] = mapped_column(Integer, default=0)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class PairLease(Base):
+    """A pair shown to an annotator and not yet judged, held until it expires, so that an
+    abandoned tab does not starve a pair and annotators do not over-collect it."""
+
+    __tablename__ = "pair_leases"
+    __table_args__ = (
+        UniqueConstraint("pair_id", "annotator_id", name="uq_pair_leases_pair_annotator"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    pair_id: Mapped[int] = mapped_column(ForeignKey("pairs.id"), index=True)
+    annotator_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
+    expires_at: Mapped[datetime]
 
 
 class Export(Base):

@@ -194,6 +194,8 @@ def import_preferences(session: Session, rows: list[PreferenceRow], source: str)
             )
         pairs.append(NewPair(len(samples) - 2, len(samples) - 1, "imported"))
     created = add_samples_and_pairs(session, round_, samples, pairs)
+    for pair in created:
+        pair.judgment_count = 1
     session.add_all(
         Judgment(pair_id=pair.id, annotator_id=annotator.id, choice="A", left_sample="A")
         for pair in created

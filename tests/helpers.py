@@ -34,13 +34,15 @@ def store_prompts(workspace, texts: list[str], chat: bool = False) -> None:
 
 
 def record_votes(workspace, votes: dict[int, list[tuple[str, str, int | None]]]) -> list[int]:
-    """Judgments by name: {pair position in id order: [(annotator, choice, strength)]}.
+    """Judgments by name, through the app's own record_judgment:
+    {pair position in id order: [(annotator, choice, strength)]}.
 
     Annotators are created as needed. Returns the pair ids in id order.
     """
     from sqlalchemy import select
 
-    from db.models import Judgment, Pair, User
+    from db.judgments import record_judgment
+    from db.models import Pair, User
     from db.users import create_user
 
     with transaction(workspace.sessions) as session:
@@ -50,13 +52,12 @@ def record_votes(workspace, votes: dict[int, list[tuple[str, str, int | None]]])
             for name, choice, strength in cast:
                 if name not in users:
                     users[name] = create_user(session, name, "annotator", "password-123")
-                session.add(
-                    Judgment(
-                        pair_id=pair_ids[position],
-                        annotator_id=users[name].id,
-                        choice=choice,
-                        strength=strength,
-                        left_sample="A",
-                    )
+                record_judgment(
+                    session,
+                    users[name].id,
+                    pair_ids[position],
+                    choice=choice,
+                    strength=strength,
+                    left_sample="A",
                 )
     return pair_ids

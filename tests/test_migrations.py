@@ -13,6 +13,7 @@ from db.models import (
     Judgment,
     Model,
     Pair,
+    PairLease,
     Prompt,
     Round,
     Sample,
@@ -63,7 +64,11 @@ def _fill_every_table(engine) -> None:
         session.flush()
         export = Export(output_path="/exports/1", content_hash="e" * 64)
         session.add_all(
-            [Judgment(pair_id=pair.id, annotator_id=user.id, choice="A", left_sample="B"), export]
+            [
+                Judgment(pair_id=pair.id, annotator_id=user.id, choice="A", left_sample="B"),
+                PairLease(pair_id=pair.id, annotator_id=user.id, expires_at=utcnow()),
+                export,
+            ]
         )
         session.flush()
         run = TrainingRun(kind="ppo", export_id=export.id, output_model_id=policy.id)
@@ -105,3 +110,37 @@ def test_init_is_idempotent(workspace) -> None:
 
     report = init_workspace(workspace)
     assert report.revision_before == report.revision_after == head_revision()
+
+
+def test_judgment_counts_are_backfilled(db_url: str) -> None:
+    """Judgments stored before revision 0002 count toward their pairs once it runs."""
+    engine = make_engine(db_url)
+    upgrade(engine, "0001")
+    statements = [
+        "INSERT INTO users (id, name, role, password_hash, active, failed_logins, created_at) "
+        "VALUES (1, 'a', 'annotator', 'x', true, 0, '2026-01-01'), "
+        "(2, 'b', 'annotator', 'x', true, 0, '2026-01-01')",
+        "INSERT INTO models (id, kind, name, path, config, metrics, created_at) "
+        "VALUES (1, 'policy', 'p', '/p', '{}', '{}', '2026-01-01')",
+        "INSERT INTO rounds (id, number, status, overlap, gold_rate, guidelines, created_at) "
+        "VALUES (1, 1, 'open', 3, 0, '', '2026-01-01')",
+        "INSERT INTO prompts (id, text, source, content_hash, split, chat, created_at) "
+        "VALUES (1, 'q', 't', 'h', 'train', false, '2026-01-01')",
+        "INSERT INTO samples (id, prompt_id, policy_id, round_id, text, decoding, seed, "
+        "token_count, finished, created_at) VALUES "
+        "(1, 1, 1, 1, 'x', '{}', 0, 1, true, '2026-01-01'), "
+        "(2, 1, 1, 1, 'y', '{}', 0, 1, true, '2026-01-01')",
+        "INSERT INTO pairs (id, round_id, prompt_id, sample_a_id, sample_b_id, strategy, "
+        "created_at) VALUES (1, 1, 1, 1, 2, 'random', '2026-01-01')",
+        "INSERT INTO judgments (pair_id, annotator_id, choice, rationale, flags, left_sample, "
+        "ms_spent, created_at) VALUES (1, 1, 'A', '', '{}', 'A', 0, '2026-01-01'), "
+        "(1, 2, 'skip', '', '{}', 'A', 0, '2026-01-01')",
+    ]
+    with engine.begin() as connection:
+        for statement in statements:
+            connection.exec_driver_sql(statement)
+    upgrade(engine)
+    with engine.connect() as connection:
+        count = connection.exec_driver_sql("SELECT judgment_count FROM pairs").scalar()
+    assert count == 1  # the skip does not count
+    engine.dispose()
