@@ -1,63 +1,42 @@
-"""Entry point of the Streamlit app (`rlhf serve` runs it).
-
-Until the annotation pages land, it shows the rounds and how many pairs each holds.
-"""
+"""Entry point of the Streamlit app (`rlhf serve` runs it): login, then the pages the
+user's role allows. Pages not in the navigation cannot be opened by URL, and every lead
+page checks the role again on the server."""
 
 from __future__ import annotations
 
-import os
+from pathlib import Path
 
-import pandas as pd
 import streamlit as st
-from sqlalchemy.orm import Session, sessionmaker
 
-from db.engine import make_engine, session_factory
-from db.errors import UserError
-from db.rounds import round_summaries
+from annotate_app.state import current_user, log_out
 
-
-@st.cache_resource
-def _sessions(url: str) -> sessionmaker[Session]:
-    # One engine per server process, shared by every browser session.
-    return session_factory(make_engine(url))
+PAGES = Path(__file__).resolve().parent / "pages"
 
 
 def main() -> None:
     st.set_page_config(page_title="prefloop", layout="wide")
-    st.title("prefloop")
-    url = os.environ.get("RLHF_DB_URL")
-    if not url:
-        st.error("RLHF_DB_URL is not set; start the app with `rlhf serve`.")
+    user = current_user()
+    if user is None:
+        navigation = st.navigation([st.Page(PAGES / "login.py", title="Log in", default=True)])
+        navigation.run()
         return
-    try:
-        with _sessions(url)() as session:
-            summaries = round_summaries(session)
-    except UserError as exc:
-        st.error(str(exc))
-        return
-    if not summaries:
-        st.info("No rounds yet. Generate one with `rlhf generate --round 1`.")
-        return
-    st.subheader("Rounds")
-    table = pd.DataFrame(
-        [
-            {
-                "round": s.number,
-                "status": s.status,
-                "policy": s.policy,
-                "previous policy": s.previous_policy or "",
-                "prompts": s.prompts,
-                "pairs": s.pairs,
-                "judgments": s.judgments,
-                "judgments needed": s.judgments_needed,
-            }
-            for s in summaries
+    pages = {
+        "Annotate": [st.Page(PAGES / "annotate.py", title="Annotate", default=True)],
+    }
+    if user.is_lead:
+        pages["Lead"] = [
+            st.Page(PAGES / "rounds.py", title="Rounds", url_path="rounds"),
+            st.Page(PAGES / "quality.py", title="Quality", url_path="quality"),
+            st.Page(PAGES / "users.py", title="Users", url_path="users"),
+            st.Page(PAGES / "runs.py", title="Training runs", url_path="runs"),
         ]
-    )
-    st.dataframe(table, hide_index=True)
-    for s in summaries:
-        if s.status == "open":
-            st.metric(f"Round {s.number}: pairs ready to annotate", s.pairs)
+    navigation = st.navigation(pages)
+    with st.sidebar:
+        st.caption(f"Logged in as **{user.name}** ({user.role})")
+        if st.button("Log out", key="logout"):
+            log_out()
+            st.rerun()
+    navigation.run()
 
 
 main()

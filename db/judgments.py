@@ -71,13 +71,10 @@ def _serialize(session: Session) -> None:
 
 def _assignment(session: Session, pair_id: int) -> Assignment:
     pair = session.get(Pair, pair_id)
-    texts = dict(
-        session.execute(
-            select(Sample.id, Sample.text).where(
-                Sample.id.in_([pair.sample_a_id, pair.sample_b_id])
-            )
-        ).tuples()
+    query = select(Sample.id, Sample.text).where(
+        Sample.id.in_([pair.sample_a_id, pair.sample_b_id])
     )
+    texts = dict(session.execute(query).tuples().all())
     round_ = session.get(Round, pair.round_id)
     return Assignment(
         pair_id=pair.id,

@@ -25,16 +25,20 @@ def password_matches(password_hash: str, password: str) -> bool:
         return False
 
 
+def _check_password(password: str) -> None:
+    if len(password) < MIN_PASSWORD_LENGTH:
+        raise UserError(
+            f"The password is shorter than {MIN_PASSWORD_LENGTH} characters; choose a longer one."
+        )
+
+
 def create_user(session: Session, name: str, role: str, password: str) -> User:
     name = name.strip()
     if not name:
         raise UserError("The user name is empty; give a name such as 'alice'.")
     if role not in USER_ROLES:
         raise UserError(f"Unknown role {role!r}; use one of: {', '.join(USER_ROLES)}.")
-    if len(password) < MIN_PASSWORD_LENGTH:
-        raise UserError(
-            f"The password is shorter than {MIN_PASSWORD_LENGTH} characters; choose a longer one."
-        )
+    _check_password(password)
     if session.scalar(select(User.id).where(User.name == name)) is not None:
         raise UserError(f"A user named {name!r} already exists; pick another name.")
     user = User(name=name, role=role, password_hash=hash_password(password))
@@ -54,3 +58,30 @@ def count_leads(session: Session) -> int:
 
 def list_users(session: Session) -> list[User]:
     return list(session.scalars(select(User).order_by(User.name)))
+
+
+def _user(session: Session, user_id: int) -> User:
+    user = session.get(User, user_id)
+    if user is None:
+        raise UserError(f"There is no user #{user_id}; reload the page.")
+    return user
+
+
+def set_active(session: Session, user_id: int, active: bool) -> User:
+    user = _user(session, user_id)
+    if not active and user.role == "lead" and user.active and count_leads(session) <= 1:
+        raise UserError("This is the last active lead; add or activate another lead first.")
+    user.active = active
+    session.flush()
+    return user
+
+
+def reset_password(session: Session, user_id: int, password: str) -> User:
+    """A new password; also lifts a lockout."""
+    _check_password(password)
+    user = _user(session, user_id)
+    user.password_hash = hash_password(password)
+    user.failed_logins = 0
+    user.locked_until = None
+    session.flush()
+    return user

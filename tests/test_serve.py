@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from db.engine import transaction
 from rlhf_train.cli import main
 from rlhf_train.generate import generate_round
 from tests.helpers import round_request, store_prompts
@@ -33,13 +34,20 @@ def round_ready(workspace, tiny_policy):
     return workspace, report
 
 
-def test_page_shows_pairs_ready(round_ready, monkeypatch) -> None:
-    workspace, report = round_ready
+def test_logged_in_annotator_sees_a_pair(round_ready, monkeypatch) -> None:
+    from db.users import create_user
+
+    workspace, _report = round_ready
+    with transaction(workspace.sessions) as session:
+        user_id = create_user(session, "ann", "annotator", "password-123").id
     monkeypatch.setenv("RLHF_DB_URL", workspace.db_url)
-    app = AppTest.from_file(str(APP), default_timeout=30).run()
+    app = AppTest.from_file(str(APP), default_timeout=30)
+    app.session_state["user_id"] = user_id
+    app.run()
     assert not app.exception
-    metrics = {m.label: m.value for m in app.metric}
-    assert metrics == {"Round 1: pairs ready to annotate": str(report.pairs)}
+    assert [title.value for title in app.title] == ["Annotate"]
+    assert app.text[0].value.startswith("Prompt ")  # the prompt, as plain text
+    assert app.button(key="choice_left").label == "Left is better"
 
 
 def test_serve_answers_http(sqlite_workspace) -> None:

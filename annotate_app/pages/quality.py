@@ -1,0 +1,65 @@
+"""Lead page: annotation quality per annotator and per round."""
+
+from __future__ import annotations
+
+import pandas as pd
+import streamlit as st
+
+from annotate_app.state import require_lead, sessions
+from rlhf_train.quality import quality_report
+
+require_lead()
+st.title("Quality")
+
+with sessions()().connection() as connection:
+    annotators, rounds = quality_report(connection)
+
+if not annotators:
+    st.info("No judgments yet.")
+    st.stop()
+
+table = pd.DataFrame(
+    [
+        {
+            "annotator": a.name,
+            "judgments": a.judgments,
+            "median s": a.median_seconds,
+            "tie rate": a.tie_rate,
+            "skip rate": a.skip_rate,
+            "left-side rate": a.left_rate,
+            "gold accuracy": a.gold_accuracy,
+            "agreement with majority": a.agreement_with_majority,
+        }
+        for a in annotators
+    ]
+)
+st.subheader("Annotators")
+st.caption(
+    "Left-side rate: the share of A/B choices that picked the response shown on the left; "
+    "far from 0.5 means position bias. Agreement with majority: with the majority of the "
+    "other annotators, where they have one."
+)
+st.dataframe(table, hide_index=True)
+st.bar_chart(
+    table.set_index("annotator")[["gold accuracy", "agreement with majority", "left-side rate"]],
+    stack=False,
+)
+st.bar_chart(table.set_index("annotator")[["judgments"]])
+
+st.subheader("Rounds")
+st.dataframe(
+    pd.DataFrame(
+        [
+            {
+                "round": r.number,
+                "status": r.status,
+                "votes": r.votes,
+                "pairs with votes": r.pairs_with_votes,
+                "pairwise agreement": r.pairwise_agreement,
+                "Krippendorff's alpha": r.krippendorff_alpha,
+            }
+            for r in rounds
+        ]
+    ),
+    hide_index=True,
+)

@@ -1,0 +1,125 @@
+"""Lead page: rounds with progress; open or close, settings, gold pairs."""
+
+from __future__ import annotations
+
+import pandas as pd
+import streamlit as st
+
+from annotate_app.state import require_lead, sessions, write
+from db.errors import UserError
+from db.models import Pair
+from db.round_admin import GOLD_ANSWERS, gold_pairs, set_gold, set_status, update_settings
+from db.rounds import get_round, round_summaries
+
+require_lead()
+st.title("Rounds")
+
+with sessions()() as session:
+    summaries = round_summaries(session)
+if not summaries:
+    st.info("No rounds yet. Generate one with `rlhf generate --round 1`.")
+    st.stop()
+
+st.dataframe(
+    pd.DataFrame(
+        [
+            {
+                "round": s.number,
+                "status": s.status,
+                "policy": s.policy,
+                "previous policy": s.previous_policy or "",
+                "pairs": s.pairs,
+                "judgments": s.judgments,
+                "needed": s.judgments_needed,
+                "overlap": s.overlap,
+                "gold rate": s.gold_rate,
+            }
+            for s in summaries
+        ]
+    ),
+    hide_index=True,
+)
+
+
+def _apply(action, *args, success: str, **kwargs) -> None:
+    try:
+        with write() as session:
+            action(session, *args, **kwargs)
+    except UserError as error:
+        st.error(str(error))
+    else:
+        st.success(success)
+
+
+for summary in summaries:
+    with st.expander(
+        f"Round {summary.number} ({summary.status})", expanded=summary.status == "open"
+    ):
+        st.progress(
+            min(1.0, summary.judgments / summary.judgments_needed)
+            if summary.judgments_needed
+            else 0.0,
+            text=f"{summary.judgments} of {summary.judgments_needed} judgments",
+        )
+        with sessions()() as session:
+            round_ = get_round(session, summary.number)
+            guidelines = round_.guidelines
+        target = "closed" if summary.status == "open" else "open"
+        if st.button(
+            f"{'Close' if target == 'closed' else 'Reopen'} round {summary.number}",
+            key=f"status_{summary.number}",
+        ):
+            _apply(
+                set_status, summary.number, target, success=f"Round {summary.number} is {target}."
+            )
+            st.rerun()
+        with st.form(f"settings_{summary.number}"):
+            overlap = st.number_input("Judgments per pair (overlap)", 1, 50, summary.overlap)
+            gold_rate = st.slider("Gold rate", 0.0, 1.0, float(summary.gold_rate), 0.01)
+            text = st.text_area("Guidelines (Markdown)", guidelines, height=150)
+            if st.form_submit_button("Save settings"):
+                _apply(
+                    update_settings,
+                    summary.number,
+                    overlap=int(overlap),
+                    gold_rate=gold_rate,
+                    guidelines=text,
+                    success="Saved.",
+                )
+        st.markdown("**Gold pairs**")
+        pair_id = st.number_input("Pair #", min_value=1, step=1, key=f"gold_pair_{summary.number}")
+        with sessions()() as session:
+            pair = session.get(Pair, int(pair_id))
+            shown = None
+            if pair is not None and pair.round_id == round_.id:
+                shown = (pair.prompt.text, pair.sample_a.text, pair.sample_b.text, pair.gold_choice)
+        if shown is None:
+            st.caption(f"Pair #{int(pair_id)} is not in round {summary.number}.")
+        else:
+            prompt, text_a, text_b, current = shown
+            st.text(prompt)
+            a, b = st.columns(2)
+            with a.container(border=True):
+                st.markdown("**A**")
+                st.text(text_a)
+            with b.container(border=True):
+                st.markdown("**B**")
+                st.text(text_b)
+            answer = st.selectbox(
+                "Known answer",
+                ["not gold", *GOLD_ANSWERS],
+                index=0 if current is None else 1 + GOLD_ANSWERS.index(current),
+                key=f"gold_answer_{summary.number}",
+            )
+            if st.button("Save gold answer", key=f"gold_save_{summary.number}"):
+                _apply(
+                    set_gold,
+                    int(pair_id),
+                    None if answer == "not gold" else answer,
+                    success=f"Pair #{int(pair_id)} saved.",
+                )
+        with sessions()() as session:
+            golds = [(p.id, p.gold_choice) for p in gold_pairs(session, summary.number)]
+        st.caption(
+            "Gold pairs: " + (", ".join(f"#{i} ({answer})" for i, answer in golds) or "none")
+        )
