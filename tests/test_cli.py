@@ -86,10 +86,12 @@ def test_installed_entry_point_lists_commands() -> None:
 
 
 def test_init_twice(run) -> None:
+    from migrations.runner import head_revision
+
     code, out, _ = run("init")
-    assert code == 0 and "schema empty -> 0001" in out
+    assert code == 0 and f"schema empty -> {head_revision()}" in out
     code, out, _ = run("init")
-    assert code == 0 and "already at schema revision 0001" in out
+    assert code == 0 and f"already at schema revision {head_revision()}" in out
 
 
 def test_commands_before_init_say_so(run) -> None:
