@@ -46,6 +46,9 @@ def streamlit_command(port: int, address: str) -> list[str]:
         "true",
         "--browser.gatherUsageStats",
         "false",
+        # No "Deploy" button and developer menu for annotators.
+        "--client.toolbarMode",
+        "minimal",
     ]
 
 
