@@ -120,21 +120,31 @@ def _held_pair(session: Session, annotator_id: int, now: datetime) -> int | None
 
 
 def _ordinary_pair(session: Session, annotator_id: int, now: datetime) -> tuple[int, int] | None:
-    """(pair id, round id) of the pair to show next; pairs closest to done come first."""
-    row = session.execute(
-        select(Pair.id, Pair.round_id)
-        .join(Round, Round.id == Pair.round_id)
-        .where(
-            Round.status == "open",
-            Pair.gold_choice.is_(None),
-            Pair.judgment_count < Round.overlap,
-            _not_judged_by(annotator_id),
-            Pair.judgment_count + _leased_by_others(annotator_id, now) < Round.overlap,
+    """(pair id, round id) of the pair to show next; pairs closest to done come first.
+
+    One query per open round, with the round's overlap as a constant, walks the index
+    (round_id, judgment_count, id) backwards from the fullest pairs and stops at the
+    first that fits: no sort over the round's pairs, however many there are.
+    """
+    open_rounds = session.execute(
+        select(Round.id, Round.overlap).where(Round.status == "open").order_by(Round.number)
+    ).all()
+    for round_id, overlap in open_rounds:
+        pair_id = session.scalar(
+            select(Pair.id)
+            .where(
+                Pair.round_id == round_id,
+                Pair.judgment_count < overlap,
+                Pair.gold_choice.is_(None),
+                _not_judged_by(annotator_id),
+                Pair.judgment_count + _leased_by_others(annotator_id, now) < overlap,
+            )
+            .order_by(Pair.round_id.desc(), Pair.judgment_count.desc(), Pair.id.desc())
+            .limit(1)
         )
-        .order_by(Round.number, Pair.judgment_count.desc(), Pair.id)
-        .limit(1)
-    ).first()
-    return None if row is None else (row[0], row[1])
+        if pair_id is not None:
+            return pair_id, round_id
+    return None
 
 
 def _gold_pair(session: Session, annotator_id: int, round_id: int, draw: float) -> int | None:

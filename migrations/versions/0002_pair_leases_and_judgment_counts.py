@@ -50,6 +50,7 @@ def upgrade() -> None:
         batch_op.create_index(
             "ix_pairs_round_judgment_count", ["round_id", "judgment_count", "id"], unique=False
         )
+        batch_op.create_index("ix_pairs_round_gold", ["round_id", "gold_choice"], unique=False)
 
     # Judgments already in the database count from the start (skips never count).
     op.execute(
@@ -60,6 +61,7 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     with op.batch_alter_table("pairs", schema=None) as batch_op:
+        batch_op.drop_index("ix_pairs_round_gold")
         batch_op.drop_index("ix_pairs_round_judgment_count")
         batch_op.drop_column("judgment_count")
 
