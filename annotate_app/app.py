@@ -10,7 +10,9 @@ import streamlit as st
 
 from annotate_app.state import current_user, log_out
 
-PAGES = Path(__file__).resolve().parent / "pages"
+# Not "pages": Streamlit would serve a folder of that name as pages of its own,
+# outside this navigation.
+PAGES = Path(__file__).resolve().parent / "views"
 
 
 def main() -> None:

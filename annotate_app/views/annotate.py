@@ -29,9 +29,11 @@ FLAGS = {"unsafe": "Unsafe", "broken": "Broken", "off_topic": "Off-topic"}
 def _reset_pair() -> None:
     for key in ("assignment", "left", "shown_at", "choice", "strength"):
         st.session_state.pop(key, None)
+    # Widget values are set, not removed: a removed key is sent back by the browser with
+    # its old value, and the next pair would inherit the flags and rationale.
     for flag in FLAGS:
-        st.session_state.pop(f"flag_{flag}", None)
-    st.session_state.pop("rationale", None)
+        st.session_state[f"flag_{flag}"] = False
+    st.session_state.rationale = ""
 
 
 def _load_pair(user_id: int) -> None:

@@ -1,0 +1,191 @@
+"""Helpers for the browser tests: the `streamlit run` server that `rlhf serve` starts, and
+waits and reads for pages of the app in headless Chromium."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import time
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from rlhf_train.serve import streamlit_command
+
+ROOT = Path(__file__).resolve().parents[1]
+DOCS = ROOT / "docs"
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+VIEWPORT = {"width": 1400, "height": 1000}
+PASSWORD = "password-123"
+SERVER_START_SECONDS = 60
+
+# True when no script run is in progress and the page is connected: Streamlit marks its
+# app element with the run state, and elements of a previous run that the current run
+# has not replaced yet as stale. An action starts its run asynchronously, so a test waits
+# for this together with something the run changes (see _METRIC_IS).
+_IDLE = """
+() => {
+  const app = document.querySelector('[data-testid="stApp"]');
+  return app !== null
+    && app.getAttribute('data-test-script-state') === 'notRunning'
+    && app.getAttribute('data-test-connection-state') === 'CONNECTED'
+    && document.querySelector('[data-stale="true"]') === null;
+}
+"""
+_METRIC_IS = """
+(n) => {
+  const app = document.querySelector('[data-testid="stApp"]');
+  const metric = document.querySelector('[data-testid="stMetricValue"]');
+  return app !== null
+    && app.getAttribute('data-test-script-state') === 'notRunning'
+    && document.querySelector('[data-stale="true"]') === null
+    && metric !== null && metric.innerText.trim() === String(n);
+}
+"""
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@contextmanager
+def streamlit_server(db_url: str, log_path: Path) -> Iterator[str]:
+    """`streamlit run annotate_app/app.py` on a free port with RLHF_DB_URL=db_url;
+    yields its base URL once /_stcore/health answers, and stops it afterwards."""
+    port = _free_port()
+    environment = dict(os.environ, RLHF_DB_URL=db_url)
+    # The command `rlhf serve` runs.
+    command = streamlit_command(port, "127.0.0.1")
+    with log_path.open("wb") as log:
+        server = subprocess.Popen(
+            command, cwd=ROOT, env=environment, stdout=log, stderr=subprocess.STDOUT
+        )
+        try:
+            deadline = time.monotonic() + SERVER_START_SECONDS
+            while True:
+                try:
+                    url = f"http://127.0.0.1:{port}/_stcore/health"
+                    with urllib.request.urlopen(url, timeout=5) as reply:
+                        if reply.read() == b"ok":
+                            break
+                except OSError:
+                    pass
+                if server.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(
+                        f"streamlit did not come up on port {port}:\n{log_path.read_text()}"
+                    )
+                time.sleep(0.2)
+            yield f"http://127.0.0.1:{port}"
+        finally:
+            server.terminate()
+            try:
+                server.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                server.kill()
+                server.wait()
+
+
+def wait_idle(page) -> None:
+    """Wait until no script run is in progress and no stale element is left."""
+    page.wait_for_function(_IDLE)
+
+
+def go(page, base_url: str, path: str = "/") -> None:
+    """Open `path` in this tab (a new Streamlit session) and wait for the first run.
+
+    Streamlit answers a path that is not in the session's navigation with a "Page not
+    found" dialog over the main page; it is closed so the page underneath can be used.
+    """
+    page.goto(base_url + path)
+    page.locator('[data-testid="stMain"]').wait_for()
+    wait_idle(page)
+    dialog = page.get_by_role("dialog")
+    if dialog.count():
+        dialog.get_by_role("button", name="Close").click()
+        dialog.wait_for(state="detached")
+
+
+def submit_login(page, name: str, password: str = PASSWORD) -> None:
+    page.get_by_role("textbox", name="Name").fill(name)
+    page.get_by_role("textbox", name="Password").fill(password)
+    page.get_by_role("button", name="Log in").click()
+
+
+def log_in(page, base_url: str, name: str, password: str = PASSWORD, path: str = "/") -> None:
+    """Log in from a fresh session at `path` and wait for the page after the login."""
+    go(page, base_url, path)
+    submit_login(page, name, password)
+    page.get_by_text(f"Logged in as {name}").wait_for()
+    wait_idle(page)
+
+
+@dataclass(frozen=True)
+class Shown:
+    """What the annotate page shows: the prompt and the two responses, left and right."""
+
+    prompt: str
+    left: str
+    right: str
+
+
+def shown(page) -> Shown:
+    def text(key: str) -> str:
+        return page.locator(f'.st-key-{key} [data-testid="stText"]').inner_text()
+
+    return Shown(text("prompt"), text("left_response"), text("right_response"))
+
+
+def wait_for_pair(page) -> Shown:
+    page.locator('.st-key-right_response [data-testid="stText"]').wait_for()
+    wait_idle(page)
+    return shown(page)
+
+
+def wait_for_judgments_today(page, count: int) -> None:
+    """Wait until the "My judgments today" metric reads `count` and the run is over."""
+    page.wait_for_function(_METRIC_IS, arg=count)
+
+
+def wait_selected(page, key: str) -> None:
+    """Wait until the button with widget key `key` shows as selected (primary)."""
+    page.locator(f'.st-key-{key} [data-testid="stBaseButton-primary"]').wait_for()
+
+
+def nothing_left(page):
+    return page.get_by_text("Nothing left to judge right now.")
+
+
+def assert_no_app_exception(page) -> None:
+    exceptions = page.locator('[data-testid="stException"]')
+    assert exceptions.count() == 0, exceptions.all_inner_texts()
+
+
+def screenshot(page, path: Path) -> None:
+    """A screenshot of the whole page. Streamlit scrolls inside its main element, not the
+    document, so the viewport is made tall enough to hold everything first."""
+    for _ in range(5):
+        overflow = page.evaluate(
+            """() => {
+              const main = document.querySelector('[data-testid="stMain"]');
+              return main.scrollHeight - main.clientHeight;
+            }"""
+        )
+        if overflow <= 0:
+            break
+        size = page.viewport_size
+        page.set_viewport_size({"width": size["width"], "height": size["height"] + overflow})
+        wait_idle(page)
+    page.screenshot(path=path, full_page=True)

@@ -1,0 +1,645 @@
+"""The annotate app in a real browser: `streamlit run` servers on test databases, driven
+by headless Chromium the way annotators and leads use it.
+
+Most tests share one server whose SQLite database is reset to a template before each
+test; the tests that need a server of their own (a fresh process, or PostgreSQL) start
+one. Every test opens fresh browser contexts.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import sqlite3
+import time
+from collections.abc import Iterator
+from contextlib import ExitStack
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.browser import (
+    CHROMIUM,
+    CHROMIUM_ARGS,
+    DOCS,
+    PASSWORD,
+    VIEWPORT,
+    Shown,
+    assert_no_app_exception,
+    go,
+    log_in,
+    nothing_left,
+    screenshot,
+    streamlit_server,
+    submit_login,
+    wait_for_judgments_today,
+    wait_for_pair,
+    wait_idle,
+    wait_selected,
+)
+
+if not CHROMIUM.exists():
+    _reason = f"browser tests need Chromium at {CHROMIUM} (apt-get install chromium)"
+    if os.environ.get("CI"):
+        pytest.fail(_reason, pytrace=False)
+    pytest.skip(_reason, allow_module_level=True)
+
+from playwright.sync_api import Browser, Page, sync_playwright  # noqa: E402
+from sqlalchemy import select  # noqa: E402
+from sqlalchemy.orm import Session, sessionmaker  # noqa: E402
+
+from db.engine import make_engine, session_factory, transaction  # noqa: E402
+from db.judgments import next_pair, record_judgment  # noqa: E402
+from db.models import Judgment, Pair, Prompt, Round, Sample, User  # noqa: E402
+from db.users import create_user  # noqa: E402
+from rlhf_train.generate import generate_round  # noqa: E402
+from tests.helpers import round_request, store_prompts  # noqa: E402
+
+N_PAIRS = 10
+HOSTILE = (
+    "<script>window.__pwned=1</script>\n"
+    '<img src=x onerror="window.__pwned=2">\n'
+    "![x](http://example.invalid/a.png)"
+)
+
+
+# --- fixtures ---------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(
+            executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True
+        )
+        yield launched
+        launched.close()
+
+
+@pytest.fixture
+def new_page(browser: Browser) -> Iterator:
+    """Pages in fresh browser contexts (no shared cookies or storage), closed afterwards."""
+    contexts = []
+
+    def open_page() -> Page:
+        context = browser.new_context(viewport=VIEWPORT)
+        context.set_default_timeout(20_000)
+        contexts.append(context)
+        return context.new_page()
+
+    yield open_page
+    for context in contexts:
+        context.close()
+
+
+@pytest.fixture
+def serve(tmp_path: Path) -> Iterator:
+    """Start the app on a database URL; every server is stopped after the test."""
+    with ExitStack() as servers:
+        logs = iter(tmp_path / f"streamlit-{n}.log" for n in itertools.count())
+
+        def start(db_url: str) -> str:
+            return servers.enter_context(streamlit_server(db_url, next(logs)))
+
+        yield start
+
+
+def _set_texts(session: Session) -> None:
+    """Replace the tiny model's random bytes by texts that name their pair and sample."""
+    for pair in session.scalars(select(Pair).order_by(Pair.id)):
+        pair.sample_a.text = f"Answer {pair.sample_a_id} to pair {pair.id}"
+        pair.sample_b.text = f"Answer {pair.sample_b_id} to pair {pair.id}"
+
+
+@pytest.fixture(scope="module")
+def template_db(tmp_path_factory: pytest.TempPathFactory, tiny_policy: Path) -> Path:
+    """A SQLite database with round 1 (overlap 3) of N_PAIRS pairs, generated once per
+    module by the tiny policy; each test works on its own copy."""
+    from rlhf_train.workspace import Workspace
+    from rlhf_train.workspace_setup import init_workspace
+
+    workspace = Workspace.open(tmp_path_factory.mktemp("browser-template") / "ws")
+    init_workspace(workspace)
+    store_prompts(workspace, [f"Prompt number {i}: say something." for i in range(N_PAIRS)])
+    generate_round(workspace, round_request(tiny_policy, n_prompts=N_PAIRS), False)
+    with transaction(workspace.sessions) as session:
+        _set_texts(session)
+        assert session.query(Pair).count() == N_PAIRS
+    workspace.engine.dispose()
+    return workspace.root / "prefloop.db"
+
+
+@dataclass
+class AppDb:
+    url: str
+    sessions: sessionmaker[Session]
+    base_url: str = ""
+
+    def add_user(self, name: str, role: str = "annotator") -> int:
+        with transaction(self.sessions) as session:
+            return create_user(session, name, role, PASSWORD).id
+
+
+def _copy_database(source: Path, target: Path) -> None:
+    """Make `target` hold what `source` holds; safe while the app has `target` open."""
+    with sqlite3.connect(source) as origin, sqlite3.connect(target, timeout=30) as copy:
+        origin.backup(copy)
+    origin.close()
+    copy.close()
+
+
+@pytest.fixture(scope="module")
+def shared_app(tmp_path_factory: pytest.TempPathFactory, template_db: Path) -> Iterator[AppDb]:
+    """One app server for the tests that need no server of their own."""
+    folder = tmp_path_factory.mktemp("browser-app")
+    path = folder / "app.db"
+    _copy_database(template_db, path)
+    engine = make_engine(f"sqlite:///{path}")
+    with streamlit_server(f"sqlite:///{path}", folder / "streamlit.log") as base_url:
+        yield AppDb(f"sqlite:///{path}", session_factory(engine), base_url)
+    engine.dispose()
+
+
+@pytest.fixture
+def app_db(shared_app: AppDb, template_db: Path) -> AppDb:
+    """The shared app, its database reset to the template: no users, no judgments."""
+    _copy_database(template_db, Path(shared_app.url.removeprefix("sqlite:///")))
+    with shared_app.sessions() as session:
+        assert session.scalar(select(User.id).limit(1)) is None
+    return shared_app
+
+
+@pytest.fixture
+def own_app_db(tmp_path: Path, template_db: Path, serve) -> Iterator[AppDb]:
+    """A copy of the template database with a server of its own, started for this test."""
+    path = tmp_path / "app.db"
+    _copy_database(template_db, path)
+    engine = make_engine(f"sqlite:///{path}")
+    yield AppDb(f"sqlite:///{path}", session_factory(engine), serve(f"sqlite:///{path}"))
+    engine.dispose()
+
+
+def _judgments(sessions: sessionmaker[Session], annotator_id: int | None = None) -> list[dict]:
+    """Judgments with what their pair stored: prompt and the texts of samples A and B."""
+    with sessions() as session:
+        query = (
+            select(Judgment, Pair, Prompt.text)
+            .join(Pair, Pair.id == Judgment.pair_id)
+            .join(Prompt, Prompt.id == Pair.prompt_id)
+            .order_by(Judgment.id)
+        )
+        if annotator_id is not None:
+            query = query.where(Judgment.annotator_id == annotator_id)
+        rows = []
+        for judgment, pair, prompt in session.execute(query).all():
+            texts = dict(
+                session.execute(
+                    select(Sample.id, Sample.text).where(
+                        Sample.id.in_([pair.sample_a_id, pair.sample_b_id])
+                    )
+                ).all()
+            )
+            rows.append(
+                {
+                    "pair_id": pair.id,
+                    "prompt": prompt,
+                    "A": texts[pair.sample_a_id],
+                    "B": texts[pair.sample_b_id],
+                    "choice": judgment.choice,
+                    "left_sample": judgment.left_sample,
+                    "strength": judgment.strength,
+                    "flags": judgment.flags,
+                    "rationale": judgment.rationale,
+                }
+            )
+        return rows
+
+
+# --- tests ------------------------------------------------------------------------------
+
+
+def _poll(condition, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.05)
+
+
+def test_login_refuses_wrong_passwords_and_locks_after_five(app_db, new_page) -> None:
+    user_id = app_db.add_user("ann")
+    app_db.add_user("bea")
+    base = app_db.base_url
+    page = new_page()
+    go(page, base)
+    alert = page.locator('[data-testid="stAlertContentError"]')
+
+    submit_login(page, "nobody", PASSWORD)
+    alert.get_by_text("Wrong name or password.").wait_for()
+
+    def failed_logins() -> tuple[int, object]:
+        with app_db.sessions() as session:
+            user = session.get(User, user_id)
+            return user.failed_logins, user.locked_until
+
+    for attempt in range(1, 5):
+        submit_login(page, "ann", f"not-the-password-{attempt}")
+        _poll(lambda attempt=attempt: failed_logins()[0] == attempt)
+        wait_idle(page)
+        assert alert.inner_text() == "Wrong name or password."
+    submit_login(page, "ann", "not-the-password-5")
+    alert.get_by_text("locked").wait_for()
+    assert "Too many failed attempts" in alert.inner_text()
+    assert failed_logins()[1] is not None
+
+    # The right password does not open a locked account: the message says why.
+    submit_login(page, "ann", PASSWORD)
+    alert.get_by_text("more minutes").wait_for()
+    assert "locked" in alert.inner_text()
+    assert page.get_by_role("heading", name="Annotate").count() == 0
+
+    # Another account is not affected; logging in shows the annotate page.
+    submit_login(page, "bea", PASSWORD)
+    page.get_by_role("heading", name="Annotate").wait_for()
+    page.get_by_text("Logged in as bea").wait_for()
+    wait_idle(page)
+    assert alert.count() == 0
+    page.get_by_role("button", name="Log out").click()
+    page.get_by_role("button", name="Log in").wait_for()
+    assert_no_app_exception(page)
+
+
+# (side, by keyboard, strength: key or button label): ten judgments, keyboard and
+# clicks alternating, each mode choosing left and right.
+JUDGING_PLAN = [
+    ("left", True, None),
+    ("right", False, None),
+    ("right", True, "E"),
+    ("left", False, "Slightly"),
+    ("left", True, None),
+    ("right", False, "Clearly"),
+    ("right", True, "Q"),
+    ("left", False, None),
+    ("left", True, "W"),
+    ("right", False, "Much better"),
+]
+STRENGTH_OF = {"Q": 1, "W": 2, "E": 3, "Slightly": 1, "Clearly": 2, "Much better": 3}
+# The last judgment also carries flags and a rationale (the last, so that no later
+# judgment depends on them being cleared: see the test after this one).
+LAST_FLAGS = ("Unsafe", "Off-topic")
+LAST_RATIONALE = "Both are short; the right one at least stays on topic."
+
+
+def _choose(page, side: str, keyboard: bool, strength: str | None) -> None:
+    if keyboard:
+        page.keyboard.press("1" if side == "left" else "2")
+        wait_selected(page, f"choice_{side}")
+        if strength:
+            page.keyboard.press(strength)
+            wait_selected(page, f"strength_{STRENGTH_OF[strength]}")
+    else:
+        label = "Left is better" if side == "left" else "Right is better"
+        page.get_by_role("button", name=label).click()
+        wait_selected(page, f"choice_{side}")
+        if strength:
+            page.get_by_role("button", name=strength).click()
+            wait_selected(page, f"strength_{STRENGTH_OF[strength]}")
+
+
+def _flag_and_explain(page, flags: tuple[str, ...], rationale: str) -> None:
+    for flag in flags:
+        page.get_by_text(flag, exact=True).click()
+        page.wait_for_function(
+            "(name) => [...document.querySelectorAll('input[type=checkbox]')].some("
+            "(box) => box.checked && box.closest('label').innerText.trim() === name)",
+            arg=flag,
+        )
+        wait_idle(page)
+    page.get_by_label("Rationale (optional)").fill(rationale)
+
+
+def test_ten_judgments_by_keyboard_and_clicks_store_the_side_shown(app_db, new_page) -> None:
+    user_id = app_db.add_user("ann")
+    base = app_db.base_url
+    page = new_page()
+    log_in(page, base, "ann")
+    page.get_by_text(f"Round 1: 0 of {N_PAIRS * 3} judgments").wait_for()
+    seen: list[Shown] = []
+    for done, (side, keyboard, strength) in enumerate(JUDGING_PLAN):
+        pair = wait_for_pair(page)
+        assert pair.prompt not in [s.prompt for s in seen], "a judged pair came back"
+        seen.append(pair)
+        _choose(page, side, keyboard, strength)
+        last = done == len(JUDGING_PLAN) - 1
+        if last:
+            _flag_and_explain(page, LAST_FLAGS, LAST_RATIONALE)
+        if keyboard:
+            page.keyboard.press("Enter")
+        else:
+            page.get_by_role("button", name="Submit").click()
+        wait_for_judgments_today(page, done + 1)
+        assert_no_app_exception(page)
+        # No notice: not "Choose an answer first", nor a second submit of the key.
+        notices = page.locator(
+            '[data-testid="stAlertContentWarning"], [data-testid="stAlertContentInfo"]'
+        )
+        assert notices.count() == 0, notices.all_inner_texts()
+
+    nothing_left(page).wait_for()
+    page.get_by_text(f"Round 1: {N_PAIRS} of {N_PAIRS * 3} judgments").wait_for()
+
+    stored = _judgments(app_db.sessions, user_id)
+    assert len(stored) == len(JUDGING_PLAN)
+    for row, pair, (side, _keyboard, strength) in zip(stored, seen, JUDGING_PLAN, strict=True):
+        assert row["prompt"] == pair.prompt
+        assert {pair.left, pair.right} == {row["A"], row["B"]}
+        # left_sample says which stored sample was displayed on the left...
+        assert row[row["left_sample"]] == pair.left
+        # ...and the choice names the sample that was shown on the side picked.
+        picked_text = pair.left if side == "left" else pair.right
+        assert row[row["choice"]] == picked_text, (row, pair, side)
+        assert row["strength"] == (STRENGTH_OF[strength] if strength else None)
+    assert [row["flags"] for row in stored[:-1]] == [{}] * (len(stored) - 1)
+    assert stored[-1]["flags"] == {"unsafe": True, "off_topic": True}
+    assert [row["rationale"] for row in stored] == [""] * (len(stored) - 1) + [LAST_RATIONALE]
+    # The shuffle is real: both sides held sample A at least once in ten pairs (a
+    # fair coin fails this with probability 2 / 1024).
+    assert {row["left_sample"] for row in stored} == {"A", "B"}
+
+
+def test_flags_and_rationale_do_not_carry_over_to_the_next_pair(app_db, new_page) -> None:
+    user_id = app_db.add_user("ann")
+    base = app_db.base_url
+    page = new_page()
+    log_in(page, base, "ann")
+    first = wait_for_pair(page)
+    _choose(page, "left", False, None)
+    _flag_and_explain(page, ("Unsafe",), "Unsafe advice.")
+    page.get_by_role("button", name="Submit").click()
+    wait_for_judgments_today(page, 1)
+    second = wait_for_pair(page)
+    assert second.prompt != first.prompt
+    _choose(page, "right", False, None)
+    page.get_by_role("button", name="Submit").click()
+    wait_for_judgments_today(page, 2)
+    stored = _judgments(app_db.sessions, user_id)
+    assert [(row["flags"], row["rationale"]) for row in stored] == [
+        ({"unsafe": True}, "Unsafe advice."),
+        ({}, ""),
+    ]
+
+
+def test_undo_removes_the_judgment_and_shows_the_pair_again(app_db, new_page) -> None:
+    user_id = app_db.add_user("ann")
+    base = app_db.base_url
+    page = new_page()
+    log_in(page, base, "ann")
+    before = wait_for_pair(page)
+    page.keyboard.press("2")
+    wait_selected(page, "choice_right")
+    page.keyboard.press("Enter")
+    wait_for_judgments_today(page, 1)
+    assert wait_for_pair(page).prompt != before.prompt
+    [judged] = _judgments(app_db.sessions, user_id)
+    assert judged["prompt"] == before.prompt
+
+    page.keyboard.press("u")
+    wait_for_judgments_today(page, 0)
+    page.get_by_text("Your last judgment was removed").wait_for()
+    again = wait_for_pair(page)
+    assert again.prompt == before.prompt
+    assert {again.left, again.right} == {before.left, before.right}
+    assert _judgments(app_db.sessions, user_id) == []
+    with app_db.sessions() as session:
+        assert session.get(Pair, judged["pair_id"]).judgment_count == 0
+
+    # Judging it again works, and the clicked undo button does the same as U.
+    page.get_by_role("button", name="Left is better").click()
+    wait_selected(page, "choice_left")
+    page.get_by_role("button", name="Submit").click()
+    wait_for_judgments_today(page, 1)
+    page.get_by_role("button", name="Undo my last judgment").click()
+    wait_for_judgments_today(page, 0)
+    assert wait_for_pair(page).prompt == before.prompt
+    assert _judgments(app_db.sessions, user_id) == []
+    assert_no_app_exception(page)
+
+
+def test_untrusted_text_renders_inert(app_db, new_page) -> None:
+    ann = app_db.add_user("ann")
+    with transaction(app_db.sessions) as session:
+        # The pair the app gives ann, leased to her now exactly as her page would.
+        first = session.get(Pair, next_pair(session, ann).pair_id)
+        first.sample_a.text = HOSTILE
+        first.sample_b.text = "A harmless answer."
+        first.prompt.text = "Prompt <b>bold</b> **stars** <script>window.__pwned=3</script>"
+        prompt_text = first.prompt.text
+    base = app_db.base_url
+    page = new_page()
+    requests: list[str] = []
+    page.on("request", lambda request: requests.append(request.url))
+    log_in(page, base, "ann")
+    pair = wait_for_pair(page)
+    assert pair.prompt == prompt_text
+    hostile_side = "left_response" if pair.left == HOSTILE else "right_response"
+    assert HOSTILE in (pair.left, pair.right)
+    # Shown verbatim, as text: the inner text of the response is the stored string.
+    assert page.locator(f'.st-key-{hostile_side} [data-testid="stText"]').is_visible()
+    assert page.evaluate("typeof window.__pwned") == "undefined"
+    for key in ("prompt", "left_response", "right_response"):
+        assert page.locator(f".st-key-{key} img").count() == 0
+        assert page.locator(f".st-key-{key} script").count() == 0
+        assert page.locator(f".st-key-{key} b").count() == 0
+    # Judging it keeps everything inert on the next run too.
+    page.keyboard.press("3")
+    wait_selected(page, "choice_tie")
+    page.keyboard.press("Enter")
+    wait_for_judgments_today(page, 1)
+    assert page.evaluate("typeof window.__pwned") == "undefined"
+    assert not [url for url in requests if "example.invalid" in url], requests
+
+
+def test_annotator_cannot_open_lead_pages_by_url(app_db, new_page) -> None:
+    app_db.add_user("ann")
+    app_db.add_user("boss", "lead")
+    base = app_db.base_url
+    page = new_page()
+    go(page, base)  # the app's own entry page first
+    for path, lead_content in (("/quality", "Annotators"), ("/users", "Add a user")):
+        # A URL opens a new session: the app asks to log in (after "Page not found"),
+        # and logging in as an annotator from there shows their page, not the lead's.
+        log_in(page, base, "ann", path=path)
+        page.get_by_role("heading", name="Annotate").wait_for()
+        assert page.get_by_text(lead_content).count() == 0
+        assert page.get_by_role("heading", name="Quality").count() == 0
+        assert page.get_by_role("heading", name="Users").count() == 0
+        assert page.get_by_role("link", name="Quality").count() == 0
+        assert_no_app_exception(page)
+
+    lead = new_page()
+    log_in(lead, base, "boss")
+    lead.get_by_role("link", name="Quality").click()
+    lead.get_by_role("heading", name="Quality").wait_for()
+    lead.get_by_text("No judgments yet.").wait_for()
+    lead.get_by_role("link", name="Users").click()
+    lead.get_by_text("Add a user").wait_for()
+    assert lead.get_by_text("This page is for leads.").count() == 0
+    assert_no_app_exception(lead)
+
+
+def test_a_fresh_server_serves_no_page_outside_the_navigation(own_app_db, new_page) -> None:
+    base = own_app_db.base_url
+    page = new_page()
+    # The very first request to this server is for a lead page.
+    go(page, base, "/quality")
+    assert page.get_by_role("link", name="rounds").count() == 0
+    assert page.get_by_text("Please log in.").count() == 0
+    page.get_by_role("button", name="Log in").wait_for(timeout=500)
+
+
+@pytest.fixture
+def three_pair_round(workspace, tiny_policy):
+    """Round 1 with three pairs and overlap 1, on SQLite and on PostgreSQL."""
+    store_prompts(workspace, [f"Shared prompt {i}." for i in range(3)])
+    generate_round(workspace, round_request(tiny_policy, n_prompts=3), False)
+    with transaction(workspace.sessions) as session:
+        _set_texts(session)
+        session.scalar(select(Round)).overlap = 1
+    return workspace
+
+
+def test_two_annotators_at_once_never_over_collect(three_pair_round, serve, new_page) -> None:
+    workspace = three_pair_round
+    with transaction(workspace.sessions) as session:
+        for name in ("ann", "bob"):
+            create_user(session, name, "annotator", PASSWORD)
+    base = serve(workspace.db_url)
+    pages = {name: new_page() for name in ("ann", "bob")}
+    for name, page in pages.items():
+        log_in(page, base, name)
+    done = dict.fromkeys(pages, 0)
+    active = set(pages)
+    for _ in range(10):
+        if not active:
+            break
+        # Both choose, then both submit back to back, then both wait.
+        for name in sorted(active):
+            page = pages[name]
+            if nothing_left(page).count():
+                active.discard(name)
+                continue
+            page.get_by_role("button", name="Right is better").click()
+            wait_selected(page, "choice_right")
+        for name in sorted(active):
+            pages[name].get_by_role("button", name="Submit").click()
+        for name in sorted(active):
+            page = pages[name]
+            done[name] += 1
+            wait_for_judgments_today(page, done[name])
+            assert_no_app_exception(page)
+    assert not active, "an annotator was still being given pairs"
+    for page in pages.values():
+        # A page that ran out earlier shows the progress of then; "Check again" updates it.
+        page.get_by_role("button", name="Check again").click()
+        page.get_by_text("Round 1: 3 of 3 judgments").wait_for()
+        nothing_left(page).wait_for()
+
+    with workspace.sessions() as session:
+        pairs = session.scalars(select(Pair)).all()
+        counts = {
+            pair.id: session.query(Judgment)
+            .filter(Judgment.pair_id == pair.id, Judgment.choice != "skip")
+            .count()
+            for pair in pairs
+        }
+        assert counts == dict.fromkeys(counts, 1), counts
+        assert all(pair.judgment_count == 1 for pair in pairs)
+    assert sum(done.values()) == 3
+    assert min(done.values()) >= 1, done
+
+
+# --- screenshots for the README -----------------------------------------------------
+
+MOVIE_PAIRS = [
+    (
+        "This movie was",
+        "a quiet surprise. The two leads have an easy chemistry, and the last twenty "
+        "minutes earn every tear they ask for. I would happily watch it again.",
+        "fine, I guess. Some scenes were good and some were not. The music was loud. "
+        "It was a movie that I watched on a Tuesday.",
+    ),
+    ("The acting in this film", "is superb.", "was bad bad bad bad."),
+    ("I expected more from", "the director.", "this cast."),
+    ("The plot", "makes no sense.", "is clever."),
+    ("The soundtrack", "is wonderful.", "is forgettable."),
+    ("Halfway through,", "I fell asleep.", "I was hooked."),
+    ("The ending", "was perfect.", "felt rushed."),
+    ("Compared to the book,", "it is weaker.", "it is better."),
+    ("My kids", "loved it.", "were bored."),
+    ("Two hours later,", "I am still thinking about it.", "I want my money back."),
+]
+# Votes of alice, bob and carol per pair position, (choice, left sample) or None where
+# one did not judge the pair; pairs 6 and 7 are gold with known answers B and A.
+VOTES = {
+    1: [("A", "A"), ("A", "B"), ("B", "A")],
+    2: [("B", "B"), ("B", "A"), ("B", "B")],
+    3: [("A", "A"), ("tie", "B"), ("A", "A")],
+    4: [("B", "A"), ("B", "B"), None],
+    5: [("A", "B"), ("skip", "A"), None],
+    6: [("B", "A"), ("B", "B"), ("A", "A")],
+    7: [("A", "B"), ("B", "A"), ("A", "B")],
+}
+GOLD = {6: "B", 7: "A"}
+
+
+def test_screenshots_for_the_readme(app_db, new_page) -> None:
+    names = ("alice", "bob", "carol")
+    ids = [app_db.add_user(name) for name in names]
+    app_db.add_user("lead", "lead")
+    with transaction(app_db.sessions) as session:
+        pairs = session.scalars(select(Pair).order_by(Pair.id)).all()
+        for position, answer in GOLD.items():
+            pairs[position].gold_choice = answer
+        for position, votes in VOTES.items():
+            for annotator_id, vote in zip(ids, votes, strict=True):
+                if vote is None:
+                    continue
+                choice, left = vote
+                record_judgment(
+                    session,
+                    annotator_id,
+                    pairs[position].id,
+                    choice=choice,
+                    left_sample=left,
+                    ms_spent=4000 + 1500 * position + 700 * annotator_id,
+                )
+        # The pair alice gets next (leased to her now, as her page would) is the one
+        # with the prompt "This movie was"; the others get the other texts.
+        shown_next = session.get(Pair, next_pair(session, ids[0]).pair_id)
+        others = (pair for pair in pairs if pair is not shown_next)
+        for pair, (prompt, a, b) in zip([shown_next, *others], MOVIE_PAIRS, strict=True):
+            pair.prompt.text, pair.sample_a.text, pair.sample_b.text = prompt, a, b
+    base = app_db.base_url
+    DOCS.mkdir(exist_ok=True)
+
+    page = new_page()
+    log_in(page, base, "alice")
+    assert wait_for_pair(page).prompt == MOVIE_PAIRS[0][0]
+    page.get_by_text("Round 1: 12 of 24 judgments").wait_for()
+    screenshot(page, DOCS / "annotate.png")
+
+    lead = new_page()
+    log_in(lead, base, "lead")
+    lead.get_by_role("link", name="Quality").click()
+    lead.get_by_role("heading", name="Annotators").wait_for()
+    lead.locator('[data-testid="stDataFrame"]').first.wait_for()
+    lead.locator('[data-testid="stDataFrame"]').nth(1).wait_for()
+    charts = lead.locator('[data-testid="stVegaLiteChart"]')
+    charts.nth(1).wait_for()
+    for index in range(charts.count()):
+        charts.nth(index).locator("canvas, svg").first.wait_for()
+    wait_idle(lead)
+    assert_no_app_exception(lead)
+    screenshot(lead, DOCS / "quality.png")
+    for name in ("annotate.png", "quality.png"):
+        assert (DOCS / name).stat().st_size > 10_000
