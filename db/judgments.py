@@ -234,16 +234,16 @@ def record_judgment(
     judgment = session.scalar(
         select(Judgment).where(Judgment.pair_id == pair_id, Judgment.annotator_id == annotator_id)
     )
+    # How this submit changes the pair's count: +1 for a new vote, and also for a skip
+    # turned into a vote on resubmit, which must respect the overlap just the same.
+    delta = int(counts) - (0 if judgment is None else int(judgment.choice != "skip"))
+    if delta > 0 and pair.gold_choice is None and pair.judgment_count >= round_.overlap:
+        raise PairUnavailable(
+            "Other annotators completed this pair meanwhile; here is the next one."
+        )
     if judgment is None:
-        if counts and pair.gold_choice is None and pair.judgment_count >= round_.overlap:
-            raise PairUnavailable(
-                "Other annotators completed this pair meanwhile; here is the next one."
-            )
         judgment = Judgment(pair_id=pair_id, annotator_id=annotator_id)
         session.add(judgment)
-        delta = int(counts)
-    else:
-        delta = int(counts) - int(judgment.choice != "skip")
     judgment.choice = choice
     judgment.left_sample = left_sample
     judgment.strength = strength

@@ -113,6 +113,19 @@ def test_resubmitting_updates_the_same_row(round_of) -> None:
         assert session.get(Pair, pair_id).judgment_count == 0
 
 
+def test_a_skip_turned_into_a_vote_respects_the_overlap(round_of) -> None:
+    workspace = round_of(pairs=1, overlap=1)
+    ann, bob = _users(workspace, "ann", "bob")
+    pair_id = _next(workspace, ann).pair_id
+    _judge(workspace, ann, pair_id, "skip")
+    _judge(workspace, bob, _next(workspace, bob).pair_id, "A")
+    with pytest.raises(PairUnavailable, match="completed this pair meanwhile"):
+        _judge(workspace, ann, pair_id, "A")  # a second tab, resubmitting a vote
+    with workspace.sessions() as session:
+        assert session.get(Pair, pair_id).judgment_count == 1
+        assert session.scalar(select(Judgment.choice).where(Judgment.annotator_id == ann)) == "skip"
+
+
 def test_skipped_pairs_go_to_others(round_of) -> None:
     workspace = round_of(pairs=1, overlap=1)
     ann, bob = _users(workspace, "ann", "bob")
