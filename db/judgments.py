@@ -74,7 +74,7 @@ def _assignment(session: Session, pair_id: int) -> Assignment:
     query = select(Sample.id, Sample.text).where(
         Sample.id.in_([pair.sample_a_id, pair.sample_b_id])
     )
-    texts = dict(session.execute(query).tuples().all())
+    texts = dict(session.execute(query).all())
     round_ = session.get(Round, pair.round_id)
     return Assignment(
         pair_id=pair.id,

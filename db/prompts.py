@@ -68,7 +68,7 @@ def prompt_ids_by_hash(session: Session, hashes: Iterable[str]) -> dict[str, int
     for start in range(0, len(wanted), _HASH_LOOKUP_CHUNK):
         chunk = wanted[start : start + _HASH_LOOKUP_CHUNK]
         query = select(Prompt.content_hash, Prompt.id).where(Prompt.content_hash.in_(chunk))
-        found.update(session.execute(query).tuples().all())
+        found.update(session.execute(query).all())
     return found
 
 

@@ -136,11 +136,11 @@ class RoundSummary:
 
 
 def _per_round(session: Session, query: Any) -> dict[int, int]:
-    return dict(session.execute(query.group_by(Pair.round_id)).tuples().all())
+    return dict(session.execute(query.group_by(Pair.round_id)).all())
 
 
 def round_summaries(session: Session) -> list[RoundSummary]:
-    names = dict(session.execute(select(Model.id, Model.name)).tuples().all())
+    names = dict(session.execute(select(Model.id, Model.name)).all())
     pairs = _per_round(session, select(Pair.round_id, func.count(Pair.id)))
     prompts = _per_round(session, select(Pair.round_id, func.count(func.distinct(Pair.prompt_id))))
     judgments = _per_round(session, select(Pair.round_id, func.count(Judgment.id)).join(Judgment))
@@ -167,7 +167,7 @@ def pair_counts_by_strategy(session: Session, round_: Round) -> dict[str, int]:
         .group_by(Pair.strategy)
         .order_by(Pair.strategy)
     )
-    return dict(session.execute(query).tuples().all())
+    return dict(session.execute(query).all())
 
 
 def sample_stats(session: Session, round_: Round) -> dict[str, float]:

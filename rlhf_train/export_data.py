@@ -53,7 +53,7 @@ def _columns(rows: Sequence[tuple], count: int) -> list[tuple]:
 
 def select_rounds(connection: Connection, numbers: list[int] | None) -> RoundSelection:
     """The rounds named by number, or every round for None."""
-    found = dict(connection.execute(select(Round.number, Round.id)).tuples().all())
+    found = dict(connection.execute(select(Round.number, Round.id)).all())
     if numbers is None:
         chosen = sorted(found)
     else:
@@ -110,7 +110,7 @@ def load_votes(connection: Connection, rounds: RoundSelection) -> VoteTable:
 
 
 def user_names(connection: Connection) -> dict[int, str]:
-    return dict(connection.execute(select(User.id, User.name)).tuples().all())
+    return dict(connection.execute(select(User.id, User.name)).all())
 
 
 def prompt_texts(connection: Connection, rounds: RoundSelection) -> dict[int, tuple[str, str]]:

@@ -59,7 +59,7 @@ def quality_report(connection: Connection) -> tuple[list[AnnotatorQuality], list
             Pair.gold_choice,
         ).join(Pair, Pair.id == Judgment.pair_id)
     ).all()
-    names = dict(connection.execute(select(User.id, User.name)).tuples().all())
+    names = dict(connection.execute(select(User.id, User.name)).all())
     rounds = connection.execute(select(Round.id, Round.number, Round.status)).all()
     if not rows:
         return [], [

@@ -221,11 +221,9 @@ def test_concurrent_annotators_never_over_collect(round_of) -> None:
         counts = dict(
             session.execute(
                 select(Judgment.pair_id, func.count(Judgment.id)).group_by(Judgment.pair_id)
-            )
-            .tuples()
-            .all()
+            ).all()
         )
-        stored = dict(session.execute(select(Pair.id, Pair.judgment_count)).tuples().all())
+        stored = dict(session.execute(select(Pair.id, Pair.judgment_count)).all())
         overlap = session.scalar(select(Round.overlap))
     assert counts == stored  # the denormalized count matches the rows
     assert set(counts.values()) == {overlap} and len(counts) == 6
