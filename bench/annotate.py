@@ -71,10 +71,8 @@ import argparse
 import datetime as dt
 import gc
 import hashlib
-import json
 import platform
 import random
-import resource
 import sqlite3
 import sys
 import tempfile
@@ -87,6 +85,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from common import CpuClock, cpu_clock, write_json
 from sqlalchemy import Connection, Engine, Table, create_engine, inspect, text
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -549,26 +548,6 @@ def guarded(
 
 
 @dataclass(frozen=True)
-class CpuClock:
-    wall: float
-    busy: float  # CPU seconds all processes used since boot (0 where /proc is missing)
-    own: float  # CPU seconds this process used
-
-
-def cpu_clock() -> CpuClock:
-    busy = 0.0
-    try:
-        with open("/proc/stat", encoding="ascii") as stat:
-            fields = [int(value) for value in stat.readline().split()[1:9]]
-        # user nice system idle iowait irq softirq steal: everything but idle and iowait
-        busy = (sum(fields) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")
-    except (OSError, ValueError, IndexError):
-        pass
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return CpuClock(time.perf_counter(), busy, usage.ru_utime + usage.ru_stime)
-
-
-@dataclass(frozen=True)
 class Timing:
     """Wall seconds of a run, and the cores other processes kept busy meanwhile (the
     PostgreSQL server's among them, in a PostgreSQL run)."""
@@ -839,16 +818,6 @@ def print_report(runs: list[Run], figures: dict[str, Any]) -> None:
     )
     checks = "PASS" if figures["all_checks_pass"] else "FAIL"
     print(f"no errors, lost, unexpected, duplicated or over-collected judgments: {checks}")
-
-
-def write_json(path: Path, figures: dict[str, object]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    staging = path.with_suffix(path.suffix + ".tmp")
-    staging.write_text(json.dumps(figures, indent=2) + "\n", encoding="utf-8")
-    staging.replace(path)
-
-
-# ---- main ------------------------------------------------------------------------------
 
 
 def checked(engine: Engine, tallies: list[Tally]) -> dict[str, int]:

@@ -42,7 +42,6 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import argparse
 import datetime as dt
 import hashlib
-import json
 import multiprocessing
 import platform
 import resource
@@ -58,6 +57,7 @@ from typing import Any
 
 import datasets
 import numpy as np
+from common import write_json
 from sqlalchemy import Connection, Table, func, select
 
 from db.models import Base, Judgment, Pair, Round
@@ -578,13 +578,6 @@ def print_report(full: Shape, subset: Shape, figures: dict[str, Any]) -> None:
         f"speedup over the naive ORM loop on the subset: {figures['speedup_vs_naive']:.1f}x "
         f"({figures['subset_naive_seconds']:.1f} s vs {figures['subset_ours_seconds']:.2f} s)"
     )
-
-
-def write_json(path: Path, figures: dict[str, object]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    staging = path.with_suffix(path.suffix + ".tmp")
-    staging.write_text(json.dumps(figures, indent=2) + "\n", encoding="utf-8")
-    staging.replace(path)
 
 
 # ---- main ------------------------------------------------------------------------------

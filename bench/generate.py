@@ -37,9 +37,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import argparse
 import datetime as dt
 import gc
-import json
 import platform
-import resource
 import statistics
 import sys
 import tempfile
@@ -52,6 +50,7 @@ from typing import Any
 
 import torch
 import transformers
+from common import cpu_clock, cpu_model, other_cores, write_json
 from sqlalchemy import func, select
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
@@ -204,34 +203,6 @@ def register_policy(workspace: Workspace, spec: str) -> tuple[str, str]:
 # ---- measuring ------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class CpuClock:
-    wall: float
-    busy: float  # CPU seconds all processes used since boot (0 where /proc is missing)
-    own: float  # CPU seconds this process used
-
-
-def cpu_clock() -> CpuClock:
-    busy = 0.0
-    try:
-        with open("/proc/stat", encoding="ascii") as stat:
-            fields = [int(value) for value in stat.readline().split()[1:9]]
-        # user nice system idle iowait irq softirq steal: everything but idle and iowait
-        busy = (sum(fields) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")
-    except (OSError, ValueError, IndexError):
-        pass
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return CpuClock(time.perf_counter(), busy, usage.ru_utime + usage.ru_stime)
-
-
-def other_cores(before: CpuClock, after: CpuClock) -> float:
-    """Cores that other processes kept busy between two readings, on average."""
-    if not after.busy:
-        return 0.0
-    others = (after.busy - before.busy) - (after.own - before.own)
-    return max(0.0, others / (after.wall - before.wall))
-
-
 # ---- ours ------------------------------------------------------------------------------
 
 
@@ -357,16 +328,6 @@ def best(runs: list[Run]) -> Run:
 
 def median_samples_per_s(runs: list[Run]) -> float:
     return statistics.median(run.samples_per_s for run in runs)
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8").splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def machine(device: str, threads: int) -> dict[str, object]:
@@ -513,13 +474,6 @@ def print_report(ours_runs: list[Run], bare_runs: list[Run], figures: dict[str, 
             f"WARNING: other processes kept more than {DISTURBED_CORES} cores busy during a kept "
             "run, so these figures measure the machine's load; rerun on an idle machine."
         )
-
-
-def write_json(path: Path, figures: dict[str, object]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    staging = path.with_suffix(path.suffix + ".tmp")
-    staging.write_text(json.dumps(figures, indent=2) + "\n", encoding="utf-8")
-    staging.replace(path)
 
 
 # ---- main ------------------------------------------------------------------------------

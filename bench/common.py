@@ -1,0 +1,58 @@
+"""What every benchmark shares: the JSON results file, the CPU model, and a clock that
+also tells how busy other processes kept the machine during a run."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import resource
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+
+def write_json(path: Path, figures: dict[str, object]) -> None:
+    """Write `figures` to `path` atomically (a reader never sees half a file)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    staging = path.with_suffix(path.suffix + ".tmp")
+    staging.write_text(json.dumps(figures, indent=2) + "\n", encoding="utf-8")
+    staging.replace(path)
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8").splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+@dataclass(frozen=True)
+class CpuClock:
+    wall: float
+    busy: float  # CPU seconds all processes used since boot (0 where /proc is missing)
+    own: float  # CPU seconds this process used
+
+
+def cpu_clock() -> CpuClock:
+    busy = 0.0
+    try:
+        with open("/proc/stat", encoding="ascii") as stat:
+            fields = [int(value) for value in stat.readline().split()[1:9]]
+        # user nice system idle iowait irq softirq steal: everything but idle and iowait
+        busy = (sum(fields) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        pass
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return CpuClock(time.perf_counter(), busy, usage.ru_utime + usage.ru_stime)
+
+
+def other_cores(before: CpuClock, after: CpuClock) -> float:
+    """Cores that other processes kept busy between two readings, on average."""
+    if not after.busy:
+        return 0.0
+    others = (after.busy - before.busy) - (after.own - before.own)
+    return max(0.0, others / (after.wall - before.wall))
