@@ -184,8 +184,9 @@ class Pair(Base):
         ),
         # The next-pair query walks a round's pairs by how many judgments they have.
         Index("ix_pairs_round_judgment_count", "round_id", "judgment_count", "id"),
-        # Gold pairs of a round, drawn at the gold rate.
-        Index("ix_pairs_round_gold", "round_id", "gold_choice"),
+        # A round's gold pairs (drawn at the gold rate), and a round's progress read from
+        # the index alone: judgment_count is in it.
+        Index("ix_pairs_round_gold", "round_id", "gold_choice", "judgment_count"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)

@@ -50,7 +50,9 @@ def upgrade() -> None:
         batch_op.create_index(
             "ix_pairs_round_judgment_count", ["round_id", "judgment_count", "id"], unique=False
         )
-        batch_op.create_index("ix_pairs_round_gold", ["round_id", "gold_choice"], unique=False)
+        batch_op.create_index(
+            "ix_pairs_round_gold", ["round_id", "gold_choice", "judgment_count"], unique=False
+        )
 
     # Judgments already in the database count from the start (skips never count).
     op.execute(
