@@ -55,20 +55,18 @@ _METRIC_IS = """
 """
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
 
 
 @contextmanager
-def streamlit_server(db_url: str, log_path: Path) -> Iterator[str]:
-    """`streamlit run annotate_app/app.py` on a free port with RLHF_DB_URL=db_url;
-    yields its base URL once /_stcore/health answers, and stops it afterwards."""
-    port = _free_port()
-    environment = dict(os.environ, RLHF_DB_URL=db_url)
-    # The command `rlhf serve` runs.
-    command = streamlit_command(port, "127.0.0.1")
+def running_server(
+    command: list[str], port: int, environment: dict[str, str], log_path: Path
+) -> Iterator[str]:
+    """Run `command` (a Streamlit server on `port`); yield its base URL once
+    /_stcore/health answers, and stop it afterwards, killing it if it lingers."""
     with log_path.open("wb") as log:
         server = subprocess.Popen(
             command, cwd=ROOT, env=environment, stdout=log, stderr=subprocess.STDOUT
@@ -96,6 +94,15 @@ def streamlit_server(db_url: str, log_path: Path) -> Iterator[str]:
             except subprocess.TimeoutExpired:
                 server.kill()
                 server.wait()
+
+
+@contextmanager
+def streamlit_server(db_url: str, log_path: Path) -> Iterator[str]:
+    """The command `rlhf serve` runs, on a free port with RLHF_DB_URL=db_url."""
+    port = free_port()
+    environment = dict(os.environ, RLHF_DB_URL=db_url)
+    with running_server(streamlit_command(port, "127.0.0.1"), port, environment, log_path) as url:
+        yield url
 
 
 def wait_idle(page) -> None:

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
-import subprocess
 import sys
-import time
 import urllib.request
 from pathlib import Path
 
@@ -16,15 +14,10 @@ from streamlit.testing.v1 import AppTest
 from db.engine import transaction
 from rlhf_train.cli import main
 from rlhf_train.generate import generate_round
+from tests.browser import free_port, running_server
 from tests.helpers import round_request, store_prompts
 
 APP = Path(__file__).resolve().parents[1] / "annotate_app" / "app.py"
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 @pytest.fixture
@@ -50,42 +43,25 @@ def test_logged_in_annotator_sees_a_pair(round_ready, monkeypatch) -> None:
     assert app.button(key="choice_left").label == "Left is better"
 
 
-def test_serve_answers_http(sqlite_workspace) -> None:
-    port = _free_port()
+def test_serve_answers_http(sqlite_workspace, tmp_path) -> None:
+    port = free_port()
     environment = dict(os.environ, RLHF_DB_URL=sqlite_workspace.db_url)
-    server = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "rlhf_train.cli",
-            "--workspace",
-            str(sqlite_workspace.root),
-            "serve",
-            "--port",
-            str(port),
-        ],
-        env=environment,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health") as reply:
-                    assert reply.read() == b"ok"
-                    break
-            except OSError:
-                assert server.poll() is None, server.stdout.read().decode()
-                assert time.monotonic() < deadline, "the app did not come up in 60 s"
-                time.sleep(0.5)
-    finally:
-        server.terminate()
-        try:
-            server.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
+    command = [
+        sys.executable,
+        "-m",
+        "rlhf_train.cli",
+        "--workspace",
+        str(sqlite_workspace.root),
+        "serve",
+        "--port",
+        str(port),
+    ]
+    log = tmp_path / "serve.log"
+    with (
+        running_server(command, port, environment, log) as url,
+        urllib.request.urlopen(f"{url}/_stcore/health") as reply,
+    ):
+        assert reply.read() == b"ok"
 
 
 def test_serve_on_a_taken_port_is_refused(sqlite_workspace, capsys) -> None:
