@@ -91,12 +91,24 @@ def _undo(user_id: int) -> None:
     )
 
 
-def _choose(choice: str) -> None:
-    st.session_state.choice = choice
+def _select(state_key: str, value: object) -> None:
+    st.session_state[state_key] = value
 
 
-def _set_strength(strength: int) -> None:
-    st.session_state.strength = strength
+def _button_row(columns: list[DeltaGenerator], options: dict, state_key: str) -> None:
+    """One button per option, with its shortcut; the selected one is highlighted and
+    stored in st.session_state[state_key]. Button keys are f"{state_key}_{option}"."""
+    selected = st.session_state.get(state_key)
+    for column, (value, (label, shortcut)) in zip(columns, options.items(), strict=True):
+        column.button(
+            label,
+            key=f"{state_key}_{value}",
+            on_click=_select,
+            args=(state_key, value),
+            shortcut=shortcut,
+            type="primary" if selected == value else "secondary",
+            width="stretch",
+        )
 
 
 def _progress(user_id: int) -> None:
@@ -148,33 +160,10 @@ def render() -> None:
     _response(left_column, "Left", left_text, "left_response")
     _response(right_column, "Right", right_text, "right_response")
 
-    chosen = st.session_state.get("choice")
-    buttons = st.columns(len(CHOICES))
-    for column, (key, (label, shortcut)) in zip(buttons, CHOICES.items(), strict=True):
-        column.button(
-            label,
-            key=f"choice_{key}",
-            on_click=_choose,
-            args=(key,),
-            shortcut=shortcut,
-            type="primary" if chosen == key else "secondary",
-            width="stretch",
-        )
-    strength = st.session_state.get("strength")
+    _button_row(st.columns(len(CHOICES)), CHOICES, "choice")
     strength_columns = st.columns(len(STRENGTHS) + 1)
     strength_columns[0].caption("How much better (optional):")
-    for column, (value, (label, shortcut)) in zip(
-        strength_columns[1:], STRENGTHS.items(), strict=True
-    ):
-        column.button(
-            label,
-            key=f"strength_{value}",
-            on_click=_set_strength,
-            args=(value,),
-            shortcut=shortcut,
-            type="primary" if strength == value else "secondary",
-            width="stretch",
-        )
+    _button_row(strength_columns[1:], STRENGTHS, "strength")
     flag_columns = st.columns(len(FLAGS))
     for column, (flag, label) in zip(flag_columns, FLAGS.items(), strict=True):
         column.checkbox(label, key=f"flag_{flag}")
