@@ -6,47 +6,18 @@ import argparse
 import getpass
 import os
 import sys
-from collections.abc import Callable
 from pathlib import Path
-from textwrap import dedent
 
+from rlhf_train.cli_common import add_command as _add_command
+from rlhf_train.cli_common import examples as _examples
+from rlhf_train.cli_common import open_workspace as _workspace
+from rlhf_train.cli_train import add_training_commands
 from rlhf_train.errors import UserError
 
 # Before transformers is imported anywhere: this tool never reaches a model hub at run
 # time unless the user opts in by setting HF_HUB_OFFLINE=0.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-
-Handler = Callable[[argparse.Namespace], int]
-
-
-def _examples(text: str) -> str:
-    return "examples:\n" + dedent(text).strip("\n")
-
-
-def _add_command(
-    group: argparse._SubParsersAction,
-    name: str,
-    handler: Handler,
-    summary: str,
-    examples: str,
-) -> argparse.ArgumentParser:
-    parser = group.add_parser(
-        name,
-        help=summary,
-        description=summary,
-        epilog=_examples(examples),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.set_defaults(handler=handler)
-    return parser
-
-
-def _workspace(args: argparse.Namespace, overrides: dict[str, object] | None = None):
-    from rlhf_train.workspace import Workspace, workspace_path
-
-    return Workspace.open(workspace_path(args.workspace), overrides)
-
 
 # ---- init / up / serve ----------------------------------------------------------------
 
@@ -586,6 +557,7 @@ def build_parser() -> argparse.ArgumentParser:
         "rlhf rounds show 1",
     )
     show.add_argument("number", type=int)
+    add_training_commands(commands)
     return parser
 
 

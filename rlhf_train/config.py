@@ -73,6 +73,42 @@ class RuntimeConfig:
 
 
 @dataclass(frozen=True)
+class SftSettings:
+    epochs: float = 1.0
+    learning_rate: float = 5e-5
+    batch_size: int = 8
+    max_length: int = 256
+    # Share of the demonstrations held out for eval loss and perplexity.
+    eval_fraction: float = 0.05
+    # How many reviews `--builtin imdb` uses.
+    builtin_n: int = 2000
+    checkpoint_every: int = 200
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class RewardSettings:
+    epochs: float = 1.0
+    learning_rate: float = 5e-5
+    batch_size: int = 16
+    # Tokens per (prompt, response); longer inputs keep their end, where the response is.
+    max_length: int = 128
+    # Weight of the penalty that keeps rewards centred on 0; 0 turns it off.
+    center_coefficient: float = 0.0
+    checkpoint_every: int = 200
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class LoraSettings:
+    rank: int = 16
+    alpha: int = 32
+    dropout: float = 0.05
+    # Comma-separated module names, "all-linear", or "auto" (peft's choice per architecture).
+    target_modules: str = "auto"
+
+
+@dataclass(frozen=True)
 class Config:
     database: DatabaseConfig = field(default_factory=DatabaseConfig)
     models: ModelsConfig = field(default_factory=ModelsConfig)
@@ -81,6 +117,9 @@ class Config:
     round: RoundConfig = field(default_factory=RoundConfig)
     serve: ServeConfig = field(default_factory=ServeConfig)
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
+    sft: SftSettings = field(default_factory=SftSettings)
+    reward: RewardSettings = field(default_factory=RewardSettings)
+    lora: LoraSettings = field(default_factory=LoraSettings)
 
 
 def _positive(value: float) -> bool:
@@ -106,6 +145,23 @@ _CHECKS: dict[str, tuple[Any, str]] = {
     "round.overlap": (_positive, "at least 1"),
     "round.gold_rate": (_fraction, "between 0 and 1"),
     "serve.port": (lambda v: 0 < v < 65536, "a port number from 1 to 65535"),
+    "sft.epochs": (_positive, "above 0"),
+    "sft.learning_rate": (_positive, "above 0"),
+    "sft.batch_size": (_positive, "at least 1"),
+    "sft.max_length": (lambda v: v >= 8, "at least 8"),
+    "sft.eval_fraction": (lambda v: 0 < v < 1, "above 0 and below 1"),
+    "sft.builtin_n": (lambda v: v >= 2, "at least 2"),
+    "sft.checkpoint_every": (_positive, "at least 1"),
+    "reward.epochs": (_positive, "above 0"),
+    "reward.learning_rate": (_positive, "above 0"),
+    "reward.batch_size": (_positive, "at least 1"),
+    "reward.max_length": (lambda v: v >= 8, "at least 8"),
+    "reward.center_coefficient": (lambda v: v >= 0, "0 or more"),
+    "reward.checkpoint_every": (_positive, "at least 1"),
+    "lora.rank": (_positive, "at least 1"),
+    "lora.alpha": (_positive, "at least 1"),
+    "lora.dropout": (lambda v: 0 <= v < 1, "at least 0 and below 1"),
+    "lora.target_modules": (lambda v: bool(v.strip()), "auto, all-linear or module names"),
     "runtime.threads": (lambda v: v >= 0, "0 (automatic) or more"),
     "runtime.device": (
         lambda v: v in ("auto", "cpu", "mps") or v.split(":")[0] == "cuda",

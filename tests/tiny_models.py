@@ -82,3 +82,12 @@ def build_tiny_policy(folder: Path, seed: int = 0, chat_template: bool = True) -
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder
+
+
+def build_tiny_reward_backbone(folder: Path, seed: int = 0) -> Path:
+    """A randomly initialised two-layer Llama with a scalar head, saved in `folder`."""
+    model, tokenizer = build_tiny_reward_model(seed)
+    model.config.pad_token_id = tokenizer.pad_token_id
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder

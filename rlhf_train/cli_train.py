@@ -1,0 +1,179 @@
+"""The training commands of `rlhf`: train sft|reward, evaluate reward, models merge,
+runs list. Each handler turns flags into options, calls one function, prints."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from rlhf_train.cli_common import add_command, open_workspace
+from rlhf_train.errors import UserError
+
+
+def _settings_overrides(args: argparse.Namespace, section: str) -> dict[str, object]:
+    """Flags that override [sft]/[reward]/[lora]/[runtime] settings for this run."""
+    overrides: dict[str, object] = {
+        f"{section}.epochs": args.epochs,
+        f"{section}.learning_rate": args.learning_rate,
+        f"{section}.batch_size": args.batch_size,
+        f"{section}.max_length": args.max_length,
+        f"{section}.seed": args.seed,
+        f"{section}.checkpoint_every": args.checkpoint_every,
+        "lora.rank": args.lora_rank,
+        "lora.target_modules": args.lora_targets,
+        "runtime.device": args.device,
+    }
+    if section == "reward":
+        overrides["reward.center_coefficient"] = args.center_rewards
+    return overrides
+
+
+def _resume_target(args: argparse.Namespace) -> tuple[bool, int | None]:
+    if args.resume is None:
+        return False, None
+    if args.resume == "last":
+        return True, None
+    if not args.resume.isdigit():
+        raise UserError(f"--resume takes a run number, not {args.resume!r}; see `rlhf runs list`.")
+    return True, int(args.resume)
+
+
+def cmd_train_reward(args: argparse.Namespace) -> int:
+    from rlhf_train.reward_evaluate import summary_lines
+    from rlhf_train.reward_train import RewardOptions, train_reward
+
+    resume, run_id = _resume_target(args)
+    if not resume and not args.data:
+        raise UserError("Pass --data EXPORT_FOLDER (made by `rlhf export`), or --resume.")
+    workspace = open_workspace(args, _settings_overrides(args, "reward"))
+    options = RewardOptions(
+        data=args.data or "",
+        backbone=args.backbone,
+        name=args.name,
+        lora=args.lora,
+        use_margin=args.use_margin,
+        max_steps=args.max_steps,
+        progress=not args.no_progress,
+    )
+    result = train_reward(workspace, options, resume=resume, run_id=run_id)
+    print(f"Trained reward model {result.name!r} (run {result.run_id}) in {result.path}.")
+    if result.report is None:
+        print("The export has no test split, so there are no diagnostics.")
+    else:
+        print("\n".join(summary_lines(result.report.diagnostics)))
+        print(f"Diagnostics and plots: {result.report.folder}")
+    return 0
+
+
+def cmd_evaluate_reward(args: argparse.Namespace) -> int:
+    from rlhf_train.reward_evaluate import evaluate_reward, summary_lines
+
+    workspace = open_workspace(args, {"runtime.device": args.device})
+    report = evaluate_reward(
+        workspace, args.model, args.data, Path(args.out).resolve() if args.out else None
+    )
+    print("\n".join(summary_lines(report.diagnostics)))
+    print(f"Diagnostics and plots: {report.folder}")
+    return 0
+
+
+def cmd_runs_list(args: argparse.Namespace) -> int:
+    from db.runs import list_runs
+
+    with open_workspace(args).sessions() as session:
+        runs = list_runs(session, limit=args.limit)
+        if not runs:
+            print("No training runs yet; start one with `rlhf train`.")
+        for run in runs:
+            started = run.started_at.strftime("%Y-%m-%d %H:%M") if run.started_at else "-"
+            print(
+                f"{run.id:>5}  {run.kind:<7} {run.status:<10} {run.progress:>5.0%}  "
+                f"started {started}  {run.metrics.get('error', '') if run.metrics else ''}"
+            )
+    return 0
+
+
+def _add_training_flags(parser: argparse.ArgumentParser, section: str) -> None:
+    parser.add_argument("--name", help=f"name of the new model (default: {section}-RUN)")
+    parser.add_argument("--lora", action="store_true", help="train a LoRA adapter ([lora])")
+    parser.add_argument("--lora-rank", type=int, help="LoRA rank (default lora.rank)")
+    parser.add_argument(
+        "--lora-targets",
+        help="LoRA target modules: names, all-linear or auto (lora.target_modules)",
+    )
+    parser.add_argument("--epochs", type=float, help=f"passes over the data ({section}.epochs)")
+    parser.add_argument("--learning-rate", type=float, help=f"({section}.learning_rate)")
+    parser.add_argument("--batch-size", type=int, help=f"per device ({section}.batch_size)")
+    parser.add_argument("--max-length", type=int, help=f"tokens per example ({section}.max_length)")
+    parser.add_argument("--seed", type=int, help=f"({section}.seed)")
+    parser.add_argument(
+        "--checkpoint-every",
+        type=int,
+        help=f"steps between checkpoints ({section}.checkpoint_every)",
+    )
+    parser.add_argument("--max-steps", type=int, help="stop after this many optimizer steps")
+    parser.add_argument(
+        "--resume",
+        nargs="?",
+        const="last",
+        metavar="RUN",
+        help="continue run RUN (default: the newest unfinished one) from its last checkpoint",
+    )
+    parser.add_argument("--device", help="auto (default), cpu, cuda or cuda:N")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def add_training_commands(commands: argparse._SubParsersAction) -> None:
+    train = commands.add_parser("train", help="Train an SFT policy or a reward model.")
+    train_commands = train.add_subparsers(title="commands", metavar="COMMAND", required=True)
+    reward = add_command(
+        train_commands,
+        "reward",
+        cmd_train_reward,
+        "Train a reward model on an export; save, diagnose and register it.",
+        """
+        rlhf export --out exports/r1 && rlhf train reward --data exports/r1
+        rlhf train reward --data exports/r1 --backbone policy --lora --use-margin
+        rlhf train reward --resume          # after a crash or Ctrl-C
+        """,
+    )
+    reward.add_argument("--data", help="an export folder written by `rlhf export`")
+    reward.add_argument(
+        "--backbone",
+        help="minilm-l6-v2 (default), policy (the current policy with a scalar head), "
+        "a registered model, a folder or a hub id",
+    )
+    reward.add_argument(
+        "--use-margin", action="store_true", help="train with the export's margin column"
+    )
+    reward.add_argument(
+        "--center-rewards",
+        type=float,
+        metavar="COEF",
+        help="weight of the penalty that keeps rewards near 0 (reward.center_coefficient)",
+    )
+    _add_training_flags(reward, "reward")
+
+    evaluate = commands.add_parser("evaluate", help="Evaluate a trained model.")
+    evaluate_commands = evaluate.add_subparsers(title="commands", metavar="COMMAND", required=True)
+    evaluate_reward = add_command(
+        evaluate_commands,
+        "reward",
+        cmd_evaluate_reward,
+        "Diagnostics of a reward model on the test split of an export (JSON and plots).",
+        """
+        rlhf evaluate reward reward-3 --data exports/r2
+        rlhf evaluate reward ./my-rm --data exports/r2 --out reports/my-rm
+        """,
+    )
+    evaluate_reward.add_argument("model", help="a registered reward model or a folder")
+    evaluate_reward.add_argument("--data", required=True, help="an export folder")
+    evaluate_reward.add_argument("--out", help="report folder (default: reports/MODEL/eval-EXPORT)")
+    evaluate_reward.add_argument("--device", help="auto (default), cpu, cuda or cuda:N")
+
+    runs = commands.add_parser("runs", help="Inspect training runs.")
+    runs_commands = runs.add_subparsers(title="commands", metavar="COMMAND", required=True)
+    runs_list = add_command(
+        runs_commands, "list", cmd_runs_list, "List training runs, newest first.", "rlhf runs list"
+    )
+    runs_list.add_argument("--limit", type=int, default=20, help="how many (default 20)")

@@ -1,0 +1,142 @@
+"""A training run's row in training_runs, kept current while the run works.
+
+The row is what the app's runs page and `--resume` read: its settings, progress,
+heartbeat, metrics and outcome. The loss curve goes to a JSON-lines log in the
+workspace's logs folder, one line per Trainer log event.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import select
+from transformers import TrainerCallback
+
+from db.engine import transaction
+from db.models import TrainingRun, utcnow
+from rlhf_train.errors import UserError
+from rlhf_train.workspace import Workspace
+
+UNFINISHED = ("queued", "running", "failed", "cancelled")
+
+
+def start_run(
+    workspace: Workspace,
+    kind: str,
+    config: dict[str, Any],
+    export_id: int | None = None,
+    run_id: int | None = None,
+) -> int:
+    """Mark run `run_id` (queued or resumed) as running, or create a new running run."""
+    with transaction(workspace.sessions) as session:
+        run = session.get(TrainingRun, run_id) if run_id is not None else None
+        if run is None:
+            run = TrainingRun(kind=kind, config=config, export_id=export_id)
+            session.add(run)
+            session.flush()
+        run.status = "running"
+        run.started_at = run.started_at or utcnow()
+        run.heartbeat_at = utcnow()
+        run.finished_at = None
+        run.log_path = str(workspace.logs_dir / f"run-{run.id}.jsonl")
+        return run.id
+
+
+def finish_run(
+    workspace: Workspace,
+    run_id: int,
+    status: str,
+    metrics: dict[str, Any],
+    output_model_id: int | None = None,
+) -> None:
+    with transaction(workspace.sessions) as session:
+        run = session.get(TrainingRun, run_id)
+        run.status = status
+        run.metrics = dict(run.metrics or {}) | metrics
+        run.output_model_id = output_model_id
+        run.finished_at = utcnow()
+        run.heartbeat_at = run.finished_at
+        if status == "succeeded":
+            run.progress = 1.0
+
+
+def run_to_resume(workspace: Workspace, kind: str, run_id: int | None) -> TrainingRun:
+    """The run `--resume` continues: `run_id`, else the newest unfinished run of `kind`."""
+    with workspace.sessions() as session:
+        if run_id is not None:
+            run = session.get(TrainingRun, run_id)
+            if run is None or run.kind != kind:
+                raise UserError(
+                    f"There is no {kind} run {run_id}; `rlhf runs list` shows the runs."
+                )
+        else:
+            run = session.scalar(
+                select(TrainingRun)
+                .where(TrainingRun.kind == kind, TrainingRun.status.in_(UNFINISHED))
+                .order_by(TrainingRun.id.desc())
+                .limit(1)
+            )
+            if run is None:
+                raise UserError(
+                    f"There is no unfinished {kind} run to resume; start one without --resume."
+                )
+        if run.status == "succeeded":
+            raise UserError(f"Run {run.id} already succeeded; there is nothing to resume.")
+        session.expunge(run)
+        return run
+
+
+def run_checkpoints(workspace: Workspace, run_id: int) -> Path:
+    """The folder the Trainer of run `run_id` checkpoints into."""
+    return workspace.root / "checkpoints" / f"run-{run_id}"
+
+
+class RunProgress(TrainerCallback):
+    """Writes the Trainer's logs to the run's log file and its progress to the database.
+
+    The database is written at most every `interval` seconds: the row is a dashboard,
+    and SQLite has one writer for everyone, annotators included.
+    """
+
+    def __init__(self, workspace: Workspace, run_id: int, interval: float = 2.0) -> None:
+        self.workspace = workspace
+        self.run_id = run_id
+        self.interval = interval
+        self.log_path = workspace.logs_dir / f"run-{run_id}.jsonl"
+        self._last_write = 0.0
+
+    def _store(self, state, force: bool = False) -> None:
+        now = time.monotonic()
+        if not force and now - self._last_write < self.interval:
+            return
+        self._last_write = now
+        progress = state.global_step / state.max_steps if state.max_steps else 0.0
+        with transaction(self.workspace.sessions) as session:
+            run = session.get(TrainingRun, self.run_id)
+            run.progress = min(1.0, progress)
+            run.heartbeat_at = utcnow()
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if not state.is_world_process_zero or not logs:
+            return
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        record = {"step": state.global_step, "epoch": state.epoch} | {
+            key: value for key, value in logs.items() if isinstance(value, int | float)
+        }
+        with self.log_path.open("a", encoding="utf-8") as handle:
+            handle.write(json.dumps(record) + "\n")
+        self._store(state)
+
+    def on_train_end(self, args, state, control, **kwargs):
+        if state.is_world_process_zero:
+            self._store(state, force=True)
+
+
+def read_run_log(path: Path) -> list[dict[str, Any]]:
+    """The records of a run's JSON-lines log; a missing file has none."""
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line]

@@ -1,0 +1,69 @@
+"""The Hugging Face Trainer settings every training command shares.
+
+One place decides how a run uses the hardware (CPU threads, CUDA, mixed precision),
+how often it checkpoints and where, so SFT, reward and the TRL policy trainers behave
+the same way and resume the same way.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+
+def common_trainer_args(
+    *,
+    output_dir: Path,
+    device: str,
+    epochs: float,
+    learning_rate: float,
+    batch_size: int,
+    seed: int,
+    checkpoint_every: int,
+    max_steps: int | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Keyword arguments for a TrainingArguments subclass (SFTConfig, RewardConfig...)."""
+    on_gpu = device.startswith("cuda")
+    return {
+        "output_dir": str(output_dir),
+        "num_train_epochs": epochs,
+        "max_steps": max_steps if max_steps is not None else -1,
+        "learning_rate": learning_rate,
+        "per_device_train_batch_size": batch_size,
+        "per_device_eval_batch_size": batch_size,
+        "seed": seed,
+        "data_seed": seed,
+        "use_cpu": device == "cpu",
+        # fp32 weights with bf16 autocast where the GPU has it; CPUs train in fp32.
+        "bf16": on_gpu and torch.cuda.is_bf16_supported(),
+        "fp16": False,
+        # Checkpointing trades compute for memory; small models on CPU only lose time.
+        "gradient_checkpointing": False,
+        "save_strategy": "steps",
+        "save_steps": checkpoint_every,
+        "save_total_limit": 1,
+        "eval_strategy": "no",
+        "logging_strategy": "steps",
+        "logging_steps": 10,
+        "logging_first_step": True,
+        "report_to": "none",
+        "disable_tqdm": not progress,
+        "dataloader_num_workers": 0,
+        "warmup_steps": 0,
+        "lr_scheduler_type": "linear",
+    }
+
+
+def last_checkpoint(output_dir: Path) -> Path | None:
+    """The newest `checkpoint-N` folder the Trainer left in `output_dir`, if any."""
+    if not output_dir.is_dir():
+        return None
+    numbered = [
+        (int(path.name.rsplit("-", 1)[1]), path)
+        for path in output_dir.glob("checkpoint-*")
+        if path.is_dir() and path.name.rsplit("-", 1)[1].isdigit()
+    ]
+    return max(numbered)[1] if numbered else None
