@@ -45,7 +45,14 @@ class RewardInputFormat:
 
     def prepare(self, tokenizer: PreTrainedTokenizerBase) -> None:
         """Set the tokenizer's truncation side for this format (saved with the tokenizer)."""
-        tokenizer.truncation_side = "right" if self.style == "pair" else "left"
+        side = "right" if self.style == "pair" else "left"
+        tokenizer.truncation_side = side
+        # The trainer's collator passes no token type ids, so the model never sees them;
+        # a plain tokenizer call must not produce them either. save_pretrained writes
+        # init_kwargs, not the attributes.
+        inputs = ["input_ids", "attention_mask"]
+        tokenizer.model_input_names = inputs
+        tokenizer.init_kwargs.update(truncation_side=side, model_input_names=inputs)
 
     def _concat_text(self, tokenizer: PreTrainedTokenizerBase, prompt: Text, response: Text) -> str:
         if isinstance(prompt, list) and isinstance(response, list) and tokenizer.chat_template:

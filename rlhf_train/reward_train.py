@@ -215,9 +215,8 @@ def _train(
         peft_config=prepared.peft_config,
         callbacks=[RunProgress(workspace, run_id)],
     )
-    outcome = trainer.train(
-        resume_from_checkpoint=str(last_checkpoint(checkpoints)) if resume else None
-    )
+    checkpoint = last_checkpoint(checkpoints) if resume else None
+    outcome = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     if not trainer.is_world_process_zero():
         return None  # type: ignore[return-value]
 
@@ -237,6 +236,8 @@ def _train(
         "export": str(export.path),
         "input_format": asdict(input_format),
     }
+    if checkpoint is not None:
+        metrics["resumed_from_step"] = int(checkpoint.name.rsplit("-", 1)[1])
     report = None
     scorer = RewardScorer(trained, tokenizer, input_format, batch_size=settings.batch_size * 2)
     if prepared.test_split is not None and len(prepared.test_split):
