@@ -74,6 +74,12 @@ def load_sequence_classifier(
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """A model with a one-output head (added fresh if the checkpoint has none), and its
     tokenizer with a padding token."""
+    from transformers.utils import logging as hf_logging
+
+    verbosity = hf_logging.get_verbosity()
+    # A backbone without a scalar head gets a fresh one; transformers' load report would
+    # present that expected step as a warning table on every training run.
+    hf_logging.set_verbosity_error()
     try:
         tokenizer = AutoTokenizer.from_pretrained(location)
         model = AutoModelForSequenceClassification.from_pretrained(
@@ -85,6 +91,8 @@ def load_sequence_classifier(
             f"Cannot load a sequence-classification model from {location} ({first_line}); pass "
             "a folder written by save_pretrained or a hub id available offline."
         ) from exc
+    finally:
+        hf_logging.set_verbosity(verbosity)
     if tokenizer.pad_token is None:
         if tokenizer.eos_token is None:
             raise UserError(
