@@ -56,6 +56,8 @@ def cmd_train_reward(args: argparse.Namespace) -> int:
         progress=not args.no_progress,
     )
     result = train_reward(workspace, options, resume=resume, run_id=run_id)
+    if result is None:
+        return 0  # another process of `accelerate launch` reports
     print(f"Trained reward model {result.name!r} (run {result.run_id}) in {result.path}.")
     if result.report is None:
         print("The export has no test split, so there are no diagnostics.")

@@ -19,6 +19,7 @@ from db.engine import transaction
 from db.models import Model
 from db.registry import find_model, register_model
 from rlhf_train.config import LoraSettings, RewardSettings
+from rlhf_train.distributed import from_main_process, is_main_process
 from rlhf_train.errors import UserError
 from rlhf_train.export_reader import PreferenceExport, read_export
 from rlhf_train.loading import configure_threads, resolve_device
@@ -140,8 +141,9 @@ def _run_config(workspace: Workspace, options: RewardOptions, prepared: _Prepare
 
 def train_reward(
     workspace: Workspace, options: RewardOptions, resume: bool = False, run_id: int | None = None
-) -> RewardResult:
-    """Train, save, diagnose and register a reward model.
+) -> RewardResult | None:
+    """Train, save, diagnose and register a reward model; None on the processes other
+    than the main one under `accelerate launch`.
 
     With `resume`, continue run `run_id` (default: the newest unfinished reward run)
     from its last checkpoint, with the options and settings it was started with.
@@ -163,14 +165,20 @@ def train_reward(
     device = resolve_device(workspace.config.runtime.device)
     prepared = _prepare(workspace, options)
     config = _run_config(workspace, options, prepared)
-    run = start_run(workspace, "reward", config, prepared.export.export_id, run_id=resumed_run)
+    run = from_main_process(
+        lambda: start_run(
+            workspace, "reward", config, prepared.export.export_id, run_id=resumed_run
+        )
+    )
     try:
         return _train(workspace, options, prepared, device, run, resumed_run is not None)
     except KeyboardInterrupt:
-        finish_run(workspace, run, "cancelled", {"error": "interrupted"})
+        if is_main_process():
+            finish_run(workspace, run, "cancelled", {"error": "interrupted"})
         raise
     except BaseException as exc:
-        finish_run(workspace, run, "failed", {"error": str(exc) or type(exc).__name__})
+        if is_main_process():
+            finish_run(workspace, run, "failed", {"error": str(exc) or type(exc).__name__})
         raise
 
 
@@ -181,7 +189,7 @@ def _train(
     device: str,
     run_id: int,
     resume: bool,
-) -> RewardResult:
+) -> RewardResult | None:
     from trl import RewardConfig, RewardTrainer
 
     settings = workspace.config.reward
@@ -218,7 +226,7 @@ def _train(
     checkpoint = last_checkpoint(checkpoints) if resume else None
     outcome = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     if not trainer.is_world_process_zero():
-        return None  # type: ignore[return-value]
+        return None
 
     trained = trainer.model
     if options.lora:
