@@ -11,7 +11,7 @@ from pathlib import Path
 from rlhf_train.cli_common import add_command as _add_command
 from rlhf_train.cli_common import examples as _examples
 from rlhf_train.cli_common import open_workspace as _workspace
-from rlhf_train.cli_train import add_training_commands
+from rlhf_train.cli_train import add_training_commands, cmd_models_merge
 from rlhf_train.errors import UserError
 
 # Before transformers is imported anywhere: this tool never reaches a model hub at run
@@ -185,6 +185,21 @@ def cmd_models_register(args: argparse.Namespace) -> int:
             session, name=args.name, kind=args.kind, path=location, parent=parent
         )
         print(f"Registered {model.kind} {model.name!r} at {model.path}.")
+    return 0
+
+
+def cmd_models_promote(args: argparse.Namespace) -> int:
+    from db.engine import transaction
+    from db.registry import find_model, promote
+
+    with transaction(_workspace(args).sessions) as session:
+        model = find_model(session, args.name)
+        if model is None or model.kind != "policy":
+            raise UserError(
+                f"There is no registered policy {args.name!r}; `rlhf models list` shows them."
+            )
+        promote(session, model)
+    print(f"{args.name!r} is now the current policy; the next round samples from it.")
     return 0
 
 
@@ -444,6 +459,23 @@ def build_parser() -> argparse.ArgumentParser:
     register.add_argument("location", help="a model folder or a hub id")
     register.add_argument("--kind", required=True, choices=["policy", "reward"])
     register.add_argument("--parent", help="registered model it was trained from")
+    promote = _add_command(
+        models_commands,
+        "promote",
+        cmd_models_promote,
+        "Make a registered policy the current one (the policy new rounds sample from).",
+        "rlhf models promote sft-3",
+    )
+    promote.add_argument("name")
+    merge = _add_command(
+        models_commands,
+        "merge",
+        cmd_models_merge,
+        "Merge a LoRA adapter policy into its base model, giving a full policy.",
+        "rlhf models merge sft-3\nrlhf models merge sft-3 --name sft-3-full",
+    )
+    merge.add_argument("name", help="a registered LoRA adapter policy")
+    merge.add_argument("--name", dest="new_name", help="name of the merged policy (NAME-merged)")
 
     generate = _add_command(
         commands,

@@ -28,6 +28,16 @@ def _settings_overrides(args: argparse.Namespace, section: str) -> dict[str, obj
     return overrides
 
 
+def _quiet_if_asked(args: argparse.Namespace) -> None:
+    """--no-progress silences the loading and dataset bars too, not only the Trainer's."""
+    if getattr(args, "no_progress", False):
+        from datasets import disable_progress_bars
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+        disable_progress_bars()
+
+
 def _resume_target(args: argparse.Namespace) -> tuple[bool, int | None]:
     if args.resume is None:
         return False, None
@@ -42,6 +52,7 @@ def cmd_train_reward(args: argparse.Namespace) -> int:
     from rlhf_train.reward_evaluate import summary_lines
     from rlhf_train.reward_train import RewardOptions, train_reward
 
+    _quiet_if_asked(args)
     resume, run_id = _resume_target(args)
     if not resume and not args.data:
         raise UserError("Pass --data EXPORT_FOLDER (made by `rlhf export`), or --resume.")
@@ -64,6 +75,50 @@ def cmd_train_reward(args: argparse.Namespace) -> int:
     else:
         print("\n".join(summary_lines(result.report.diagnostics)))
         print(f"Diagnostics and plots: {result.report.folder}")
+    return 0
+
+
+def cmd_train_sft(args: argparse.Namespace) -> int:
+    from rlhf_train.sft import SftOptions, train_sft
+
+    _quiet_if_asked(args)
+    resume, run_id = _resume_target(args)
+    workspace = open_workspace(args, _settings_overrides(args, "sft"))
+    options = SftOptions(
+        data=args.data,
+        builtin=args.builtin,
+        policy=args.policy,
+        name=args.name,
+        lora=args.lora,
+        promote=args.promote,
+        max_steps=args.max_steps,
+        progress=not args.no_progress,
+    )
+    result = train_sft(workspace, options, resume_run_id=run_id, resume=resume)
+    if result.model_id is None:
+        return 0  # another process of `accelerate launch` reports
+    metrics = result.metrics
+    print(f"Trained policy {result.name!r} (run {result.run_id}) in {result.path}.")
+    print(
+        f"Held-out loss {metrics['eval_loss_before']:.4f} -> {metrics['eval_loss_after']:.4f}, "
+        f"perplexity {_number(metrics['perplexity_before'])} -> "
+        f"{_number(metrics['perplexity_after'])} on {metrics['eval_examples']} examples; "
+        f"train loss {metrics['train_loss']:.4f} over {metrics['steps']} steps."
+    )
+    if not args.promote:
+        print(f"Make it the current policy with `rlhf models promote {result.name}`.")
+    return 0
+
+
+def _number(value: float | None) -> str:
+    return "inf" if value is None else f"{value:.2f}"
+
+
+def cmd_models_merge(args: argparse.Namespace) -> int:
+    from rlhf_train.merge import merge_lora
+
+    merged = merge_lora(open_workspace(args), args.name, args.new_name)
+    print(f"Merged the LoRA adapter {args.name!r} into the full policy {merged.name!r}.")
     return 0
 
 
@@ -128,6 +183,30 @@ def _add_training_flags(parser: argparse.ArgumentParser, section: str) -> None:
 def add_training_commands(commands: argparse._SubParsersAction) -> None:
     train = commands.add_parser("train", help="Train an SFT policy or a reward model.")
     train_commands = train.add_subparsers(title="commands", metavar="COMMAND", required=True)
+    sft = add_command(
+        train_commands,
+        "sft",
+        cmd_train_sft,
+        "Fine-tune a policy on demonstrations and register it as a new policy.",
+        """
+        rlhf train sft --builtin imdb                     # write movie reviews
+        rlhf train sft --data demos.jsonl --lora --name sft-lora
+        rlhf train sft --data pairs.csv --policy my-base --promote
+        rlhf train sft --resume                           # after a crash or Ctrl-C
+        """,
+    )
+    source = sft.add_mutually_exclusive_group()
+    source.add_argument(
+        "--data",
+        help=".txt (one demonstration per line), .jsonl or .csv with text, or prompt and "
+        "completion, or (.jsonl) chat messages",
+    )
+    source.add_argument(
+        "--builtin", choices=["imdb", "rotten_tomatoes"], help="packaged movie reviews"
+    )
+    sft.add_argument("--policy", help="policy to start from (default: the current policy)")
+    sft.add_argument("--promote", action="store_true", help="make the result the current policy")
+    _add_training_flags(sft, "sft")
     reward = add_command(
         train_commands,
         "reward",

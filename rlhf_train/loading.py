@@ -1,8 +1,14 @@
-"""Loading a policy for generation or training, with errors a user can act on."""
+"""Loading a policy for generation or training, with errors a user can act on.
+
+A policy folder holds either a full model or a LoRA adapter (adapter_config.json naming
+the base model it was trained on); both load the same way.
+"""
 
 from __future__ import annotations
 
+import json
 import os
+from pathlib import Path
 
 import torch
 from transformers import (
@@ -13,6 +19,7 @@ from transformers import (
 )
 
 from rlhf_train.errors import UserError
+from rlhf_train.lora import is_adapter_folder
 
 
 def configure_threads(threads: int) -> int:
@@ -33,12 +40,42 @@ def resolve_device(setting: str) -> str:
     return setting
 
 
+def adapter_base(location: str) -> str | None:
+    """The base model (folder or hub id) of the LoRA adapter in `location`; None for a
+    full model. A base folder that is gone is an error, not a download attempt."""
+    if not is_adapter_folder(location):
+        return None
+    config_file = Path(location) / "adapter_config.json"
+    try:
+        base = json.loads(config_file.read_text(encoding="utf-8"))["base_model_name_or_path"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise UserError(
+            f"{config_file} is unreadable or names no base_model_name_or_path ({exc}); restore "
+            "the adapter folder as peft saved it."
+        ) from exc
+    if not isinstance(base, str) or not base:
+        raise UserError(f"{config_file} names no base model; restore it as peft saved it.")
+    if os.path.isabs(base) and not Path(base).is_dir():
+        raise UserError(
+            f"The LoRA adapter in {location} was trained on {base}, which is gone; restore "
+            "that folder, or merge the adapter while both exist (`rlhf models merge`)."
+        )
+    return base
+
+
 def load_policy(
     location: str, device: str = "cpu"
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-    """A causal LM in eval mode and its tokenizer, padded on the left for batched sampling."""
+    """A causal LM in eval mode and its tokenizer, padded on the left for batched sampling.
+
+    For a LoRA adapter folder, transformers (with peft installed) loads the base model
+    named in adapter_config.json and puts the adapter on it.
+    """
+    base = adapter_base(location)
+    # An adapter saved without its tokenizer uses its base model's.
+    has_tokenizer = base is None or (Path(location) / "tokenizer_config.json").is_file()
     try:
-        tokenizer = AutoTokenizer.from_pretrained(location)
+        tokenizer = AutoTokenizer.from_pretrained(location if has_tokenizer else base)
         model = AutoModelForCausalLM.from_pretrained(location, dtype=torch.float32)
     except (OSError, ValueError) as exc:
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__

@@ -21,10 +21,12 @@ def _looks_like_hub_id(spec: str) -> bool:
 
 
 def _check_model_folder(folder: Path) -> None:
-    if not (folder / "config.json").is_file():
+    # A LoRA adapter folder has adapter_config.json instead; it names its base model.
+    if not (folder / "config.json").is_file() and not (folder / "adapter_config.json").is_file():
         raise UserError(
-            f"{folder} is not a model folder (it has no config.json); pass a folder written by "
-            "save_pretrained, a registered model name (`rlhf models list`) or a hub id."
+            f"{folder} is not a model folder (it has no config.json or adapter_config.json); "
+            "pass a folder written by save_pretrained, a registered model name "
+            "(`rlhf models list`) or a hub id."
         )
 
 

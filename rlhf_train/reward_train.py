@@ -8,6 +8,7 @@ pairs longer than max_length, where we keep the end of the response instead.
 
 from __future__ import annotations
 
+import shutil
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -15,16 +16,13 @@ from typing import Any
 from datasets import Dataset
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from db.engine import transaction
-from db.models import Model
-from db.registry import find_model, register_model
 from rlhf_train.config import LoraSettings, RewardSettings
 from rlhf_train.distributed import from_main_process, is_main_process
 from rlhf_train.errors import UserError
 from rlhf_train.export_reader import PreferenceExport, read_export
 from rlhf_train.loading import configure_threads, resolve_device
 from rlhf_train.lora import lora_config
-from rlhf_train.model_folder import check_model_name, publish_folder
+from rlhf_train.publish import check_new_model, publish_model
 from rlhf_train.reward_backbone import Backbone, load_sequence_classifier, resolve_backbone
 from rlhf_train.reward_evaluate import RewardReport, diagnose
 from rlhf_train.reward_format import RewardInputFormat, infer_style
@@ -105,12 +103,8 @@ def _prepare(workspace: Workspace, options: RewardOptions) -> _Prepared:
             options.backbone or workspace.config.models.reward_backbone,
             workspace.models_dir,
         )
-        if options.name is not None:
-            check_model_name(options.name)
-            if find_model(session, options.name) is not None:
-                raise UserError(
-                    f"A model named {options.name!r} is already registered; choose another --name."
-                )
+    if options.name is not None:
+        check_new_model(workspace, options.name)
     model, tokenizer = load_sequence_classifier(backbone.location)
     input_format = RewardInputFormat(infer_style(tokenizer), workspace.config.reward.max_length)
     input_format.prepare(tokenizer)
@@ -194,6 +188,8 @@ def _train(
 
     settings = workspace.config.reward
     name = options.name or f"reward-{run_id}"
+    if options.name is None:
+        check_new_model(workspace, name)
     export, backbone = prepared.export, prepared.backbone
     tokenizer, input_format = prepared.tokenizer, prepared.input_format
     train_data = _encoded(prepared.train_split, tokenizer, input_format, options.use_margin)
@@ -265,25 +261,22 @@ def _train(
         tokenizer.save_pretrained(folder)
         input_format.save(folder)
 
-    target = publish_folder(workspace.models_dir / name, write, metrics)
-    with transaction(workspace.sessions) as session:
-        parent = session.get(Model, backbone.parent_id) if backbone.parent_id else None
-        model_row = register_model(
-            session,
-            name=name,
-            kind="reward",
-            path=str(target),
-            parent=parent,
-            config={
-                "training_run": run_id,
-                "export_id": export.export_id,
-                "export_hash": export.manifest.get("content_hash"),
-                "options": options.recorded(),
-                "settings": asdict(settings),
-            },
-        )
-        model_row.metrics = metrics
-        model_row.training_run_id = run_id
-        model_id = model_row.id
-    finish_run(workspace, run_id, "succeeded", metrics, model_id)
-    return RewardResult(name, model_id, target, run_id, metrics, report)
+    registered = publish_model(
+        workspace,
+        name=name,
+        kind="reward",
+        write=write,
+        metrics=metrics,
+        parent_id=backbone.parent_id,
+        config={
+            "export_id": export.export_id,
+            "export_hash": export.manifest.get("content_hash"),
+            "options": options.recorded(),
+            "settings": asdict(settings),
+        },
+        training_run_id=run_id,
+    )
+    finish_run(workspace, run_id, "succeeded", metrics, registered.id)
+    # A succeeded run cannot be resumed: its checkpoints are only disk space now.
+    shutil.rmtree(checkpoints, ignore_errors=True)
+    return RewardResult(name, registered.id, Path(registered.path), run_id, metrics, report)

@@ -41,7 +41,7 @@ def common_trainer_args(
         "bf16": on_gpu and torch.cuda.is_bf16_supported(),
         "fp16": False,
         # Checkpointing trades compute for memory; small models on CPU only lose time.
-        "gradient_checkpointing": False,
+        "activation_checkpointing": False,
         "save_strategy": "steps",
         "save_steps": checkpoint_every,
         "save_total_limit": 1,

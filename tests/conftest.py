@@ -31,6 +31,14 @@ def _isolated_environment(monkeypatch: pytest.MonkeyPatch) -> None:
             monkeypatch.delenv(name)
 
 
+@pytest.fixture(autouse=True)
+def _restore_threads() -> Iterator[None]:
+    """Training commands set torch's thread count; the tests after them keep theirs."""
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
 def _postgres_server_url() -> str:
     url = os.environ.get(PG_URL_VARIABLE)
     if url:

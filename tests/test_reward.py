@@ -31,7 +31,10 @@ SETTINGS = {
     "reward.batch_size": 8,
     "reward.max_length": 32,
     "reward.learning_rate": 3e-3,
-    "runtime.threads": 2,
+    # One thread: a tiny model's matrices are too small to split, and a second thread
+    # waiting on a busy core slows every step.
+    "runtime.threads": 1,
+    "runtime.device": "cpu",
 }
 
 

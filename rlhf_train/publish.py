@@ -1,0 +1,64 @@
+"""A new model becomes real in two steps, its folder under models/ and its registry row;
+these functions do both or neither, so neither ever exists without the other."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from db.engine import transaction
+from db.models import Model
+from db.registry import find_model, register_model
+from rlhf_train.errors import UserError
+from rlhf_train.model_folder import check_model_name, publish_folder
+from rlhf_train.workspace import Workspace
+
+
+def check_new_model(workspace: Workspace, name: str) -> Path:
+    """The folder a new model `name` will get; an error if the name is bad or taken."""
+    check_model_name(name)
+    with workspace.sessions() as session:
+        if find_model(session, name) is not None:
+            raise UserError(f"A model named {name!r} is already registered; choose another --name.")
+    target = workspace.models_dir / name
+    if target.exists():
+        raise UserError(f"{target} already exists; choose another --name or remove the folder.")
+    return target
+
+
+def publish_model(
+    workspace: Workspace,
+    *,
+    name: str,
+    kind: str,
+    write: Callable[[Path], None],
+    metrics: dict[str, Any],
+    parent_id: int | None,
+    config: dict[str, Any],
+    training_run_id: int | None = None,
+    promote: bool = False,
+) -> Model:
+    """Write the folder with `write(staging)`, then register it as a `kind` model."""
+    target = publish_folder(check_new_model(workspace, name), write, metrics)
+    try:
+        with transaction(workspace.sessions) as session:
+            parent = session.get(Model, parent_id) if parent_id is not None else None
+            model = register_model(
+                session,
+                name=name,
+                kind=kind,
+                path=str(target),
+                parent=parent,
+                config=config,
+                promote=promote,
+            )
+            model.training_run_id = training_run_id
+            model.metrics = metrics
+            session.flush()
+            session.expunge(model)
+    except BaseException:
+        shutil.rmtree(target, ignore_errors=True)
+        raise
+    return model
