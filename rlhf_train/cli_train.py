@@ -114,6 +114,56 @@ def _number(value: float | None) -> str:
     return "inf" if value is None else f"{value:.2f}"
 
 
+def cmd_train_policy(args: argparse.Namespace) -> int:
+    """rlhf train ppo|dpo|rloo|grpo."""
+    from rlhf_train.optimize import OptimizeOptions, optimize_policy
+
+    _quiet_if_asked(args)
+    resume, run_id = _resume_target(args)
+    overrides = {
+        "optimize.learning_rate": args.learning_rate,
+        "optimize.batch_size": args.batch_size,
+        "optimize.max_new_tokens": getattr(args, "max_new_tokens", None),
+        "optimize.temperature": getattr(args, "temperature", None),
+        "optimize.kl_coef": args.kl_coef,
+        "optimize.seed": args.seed,
+        "optimize.checkpoint_every": args.checkpoint_every,
+        "optimize.samples_every": getattr(args, "samples_every", None),
+        "lora.rank": args.lora_rank,
+        "lora.target_modules": args.lora_targets,
+        "runtime.device": args.device,
+    }
+    workspace = open_workspace(args, overrides)
+    options = OptimizeOptions(
+        algorithm=args.algorithm,
+        policy=args.policy,
+        reward=getattr(args, "reward", None),
+        data=getattr(args, "data", None),
+        prompts=getattr(args, "prompts", None),
+        chat=getattr(args, "chat", False),
+        name=args.name,
+        lora=args.lora,
+        save_adapter=args.save_adapter,
+        promote=args.promote,
+        max_steps=args.max_steps,
+        report_to=args.report_to,
+        progress=not args.no_progress,
+    )
+    result = optimize_policy(workspace, options, resume=resume, run_id=run_id)
+    if result is None:
+        return 0  # another process of `accelerate launch` reports
+    metrics = result.metrics
+    print(f"Trained policy {result.name!r} with {args.algorithm} (run {result.run_id}).")
+    if "first_score_mean" in metrics:
+        print(
+            f"Mean score {metrics['first_score_mean']:.4f} -> {metrics['last_score_mean']:.4f}, "
+            f"KL to the reference {metrics['last_kl']:.3f}, {metrics['steps']} steps."
+        )
+    if not args.promote:
+        print(f"Make it the current policy with `rlhf models promote {result.name}`.")
+    return 0
+
+
 def cmd_models_merge(args: argparse.Namespace) -> int:
     from rlhf_train.merge import merge_lora
 
@@ -235,6 +285,8 @@ def add_training_commands(commands: argparse._SubParsersAction) -> None:
     )
     _add_training_flags(reward, "reward")
 
+    _add_policy_commands(train_commands)
+
     evaluate = commands.add_parser("evaluate", help="Evaluate a trained model.")
     evaluate_commands = evaluate.add_subparsers(title="commands", metavar="COMMAND", required=True)
     evaluate_reward = add_command(
@@ -258,3 +310,106 @@ def add_training_commands(commands: argparse._SubParsersAction) -> None:
         runs_commands, "list", cmd_runs_list, "List training runs, newest first.", "rlhf runs list"
     )
     runs_list.add_argument("--limit", type=int, default=20, help="how many (default 20)")
+
+
+POLICY_EXAMPLES = {
+    "ppo": """
+        rlhf train ppo                                   # current policy, newest reward model
+        rlhf train ppo --reward rm-r1 --lora --max-steps 200 --kl-coef 0.1
+        rlhf train ppo --reward my_rewards.py:score --prompts prompts.txt
+        accelerate launch --num_processes 4 -m rlhf_train.cli train ppo --reward rm-r1
+        """,
+    "dpo": """
+        rlhf train dpo --data exports/r1
+        rlhf train dpo --data exports/r1 --lora --kl-coef 0.1 --promote
+        """,
+    "rloo": """
+        rlhf train rloo --reward rm-r1
+        rlhf train rloo --reward my_rewards.py:score --lora
+        """,
+    "grpo": """
+        rlhf train grpo --reward rm-r1
+        rlhf train grpo --reward my_rewards.py:score --max-steps 100
+        """,
+}
+POLICY_SUMMARIES = {
+    "ppo": "Optimize the policy against a reward with our PPO (KL-penalized, GAE, clipped).",
+    "dpo": "Optimize the policy directly on an export's preferences with TRL's DPO.",
+    "rloo": "Optimize the policy against a reward with TRL's RLOO.",
+    "grpo": "Optimize the policy against a reward with TRL's GRPO.",
+}
+
+
+def _add_policy_commands(train_commands: argparse._SubParsersAction) -> None:
+    for algorithm in ("ppo", "dpo", "rloo", "grpo"):
+        parser = add_command(
+            train_commands,
+            algorithm,
+            cmd_train_policy,
+            POLICY_SUMMARIES[algorithm],
+            POLICY_EXAMPLES[algorithm],
+        )
+        parser.set_defaults(algorithm=algorithm)
+        parser.add_argument("--policy", help="policy to start from (default: the current policy)")
+        if algorithm == "dpo":
+            parser.add_argument("--data", required=False, help="an export folder (rlhf export)")
+        else:
+            parser.add_argument(
+                "--reward",
+                help="a reward model (registered name or folder; default: the newest one) or a "
+                "Python function module:function / file.py:function(prompts, responses)",
+            )
+            parser.add_argument(
+                "--prompts",
+                help="workspace (default: its train-split prompts), a .txt/.csv/.jsonl file, "
+                "imdb or rotten_tomatoes",
+            )
+            parser.add_argument(
+                "--chat", action="store_true", help="wrap file prompts in the chat template"
+            )
+            parser.add_argument("--max-new-tokens", type=int, help="(optimize.max_new_tokens)")
+            parser.add_argument("--temperature", type=float, help="(optimize.temperature)")
+            parser.add_argument(
+                "--samples-every",
+                type=int,
+                help="steps between sample tables (optimize.samples_every)",
+            )
+        parser.add_argument("--name", help=f"name of the new policy (default: {algorithm}-RUN)")
+        parser.add_argument("--lora", action="store_true", help="train a LoRA adapter ([lora])")
+        parser.add_argument(
+            "--save-adapter", action="store_true", help="with --lora: keep the adapter unmerged"
+        )
+        parser.add_argument("--lora-rank", type=int, help="LoRA rank (lora.rank)")
+        parser.add_argument("--lora-targets", help="LoRA target modules (lora.target_modules)")
+        parser.add_argument("--promote", action="store_true", help="make it the current policy")
+        parser.add_argument("--max-steps", type=int, help="steps to run (optimize.steps)")
+        parser.add_argument("--learning-rate", type=float, help="(optimize.learning_rate)")
+        parser.add_argument(
+            "--batch-size",
+            type=int,
+            help="prompts (DPO: pairs) per step and process (optimize.batch_size)",
+        )
+        parser.add_argument(
+            "--kl-coef", type=float, help="KL coefficient; DPO's beta (optimize.kl_coef)"
+        )
+        parser.add_argument("--seed", type=int, help="(optimize.seed)")
+        parser.add_argument(
+            "--checkpoint-every",
+            type=int,
+            help="steps between checkpoints (optimize.checkpoint_every)",
+        )
+        parser.add_argument(
+            "--report-to",
+            default="none",
+            choices=["none", "tensorboard"],
+            help="also log to TensorBoard (JSON lines are always written)",
+        )
+        parser.add_argument(
+            "--resume",
+            nargs="?",
+            const="last",
+            metavar="RUN",
+            help="continue run RUN (default: the newest unfinished one) from its last checkpoint",
+        )
+        parser.add_argument("--device", help="auto (default), cpu, cuda or cuda:N")
+        parser.add_argument("--no-progress", action="store_true", help="no progress output")

@@ -109,6 +109,65 @@ class LoraSettings:
 
 
 @dataclass(frozen=True)
+class OptimizeSettings:
+    """What PPO, DPO, RLOO and GRPO share; `rlhf train ppo|dpo|rloo|grpo` read it."""
+
+    # Optimizer steps (PPO, RLOO, GRPO: one rollout each; DPO: one batch of pairs).
+    steps: int = 100
+    learning_rate: float = 1e-5
+    # Prompts per process per step (PPO, RLOO, GRPO) or pairs per step (DPO).
+    batch_size: int = 16
+    max_new_tokens: int = 48
+    temperature: float = 1.0
+    # PPO's and RLOO/GRPO's KL coefficient; DPO's beta.
+    kl_coef: float = 0.05
+    checkpoint_every: int = 50
+    # Every this many steps, a table of sample responses goes to the log and terminal.
+    samples_every: int = 10
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class PpoSettings:
+    ppo_epochs: int = 4
+    minibatch_size: int = 8
+    gradient_accumulation_steps: int = 1
+    max_grad_norm: float = 1.0
+    gamma: float = 1.0
+    lam: float = 0.95
+    clip_range: float = 0.2
+    clip_range_value: float = 0.2
+    value_coef: float = 0.1
+    whiten_advantages: bool = True
+    # "shared": a value head on the policy's trunk; "separate": the critic has its own copy.
+    value_model: str = "shared"
+    adaptive_kl: bool = False
+    target_kl: float = 6.0
+    kl_horizon: int = 10000
+    # Stop when the KL to the reference passes this (nats per response); 0: never.
+    kl_limit: float = 0.0
+    # Subtracted from the score of a response without an end token; 0: no penalty.
+    missing_eos_penalty: float = 1.0
+    normalize_rewards: bool = True
+    # Scores are clipped to +- this after normalization; 0: no clipping.
+    reward_clip: float = 0.0
+
+
+@dataclass(frozen=True)
+class DpoSettings:
+    max_length: int = 256
+    # Passes over the export's train split when optimize.steps does not stop it first.
+    epochs: float = 1.0
+
+
+@dataclass(frozen=True)
+class GroupSettings:
+    """RLOO and GRPO sample several responses per prompt and compare them."""
+
+    num_generations: int = 4
+
+
+@dataclass(frozen=True)
 class Config:
     database: DatabaseConfig = field(default_factory=DatabaseConfig)
     models: ModelsConfig = field(default_factory=ModelsConfig)
@@ -120,6 +179,10 @@ class Config:
     sft: SftSettings = field(default_factory=SftSettings)
     reward: RewardSettings = field(default_factory=RewardSettings)
     lora: LoraSettings = field(default_factory=LoraSettings)
+    optimize: OptimizeSettings = field(default_factory=OptimizeSettings)
+    ppo: PpoSettings = field(default_factory=PpoSettings)
+    dpo: DpoSettings = field(default_factory=DpoSettings)
+    group: GroupSettings = field(default_factory=GroupSettings)
 
 
 def _positive(value: float) -> bool:
@@ -162,6 +225,32 @@ _CHECKS: dict[str, tuple[Any, str]] = {
     "lora.alpha": (_positive, "at least 1"),
     "lora.dropout": (lambda v: 0 <= v < 1, "at least 0 and below 1"),
     "lora.target_modules": (lambda v: bool(v.strip()), "auto, all-linear or module names"),
+    "optimize.steps": (_positive, "at least 1"),
+    "optimize.learning_rate": (_positive, "above 0"),
+    "optimize.batch_size": (_positive, "at least 1"),
+    "optimize.max_new_tokens": (_positive, "at least 1"),
+    "optimize.temperature": (_positive, "above 0"),
+    "optimize.kl_coef": (lambda v: v >= 0, "0 or more"),
+    "optimize.checkpoint_every": (_positive, "at least 1"),
+    "optimize.samples_every": (_positive, "at least 1"),
+    "ppo.ppo_epochs": (_positive, "at least 1"),
+    "ppo.minibatch_size": (_positive, "at least 1"),
+    "ppo.gradient_accumulation_steps": (_positive, "at least 1"),
+    "ppo.max_grad_norm": (_positive, "above 0"),
+    "ppo.gamma": (_fraction, "between 0 and 1"),
+    "ppo.lam": (_fraction, "between 0 and 1"),
+    "ppo.clip_range": (_positive, "above 0"),
+    "ppo.clip_range_value": (_positive, "above 0"),
+    "ppo.value_coef": (lambda v: v >= 0, "0 or more"),
+    "ppo.value_model": (lambda v: v in ("shared", "separate"), "shared or separate"),
+    "ppo.target_kl": (_positive, "above 0"),
+    "ppo.kl_horizon": (_positive, "at least 1"),
+    "ppo.kl_limit": (lambda v: v >= 0, "0 (no limit) or more"),
+    "ppo.missing_eos_penalty": (lambda v: v >= 0, "0 (no penalty) or more"),
+    "ppo.reward_clip": (lambda v: v >= 0, "0 (no clipping) or more"),
+    "dpo.max_length": (lambda v: v >= 8, "at least 8"),
+    "dpo.epochs": (_positive, "above 0"),
+    "group.num_generations": (lambda v: v >= 2, "at least 2"),
     "runtime.threads": (lambda v: v >= 0, "0 (automatic) or more"),
     "runtime.device": (
         lambda v: v in ("auto", "cpu", "mps") or v.split(":")[0] == "cuda",

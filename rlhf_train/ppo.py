@@ -360,8 +360,10 @@ class PPOTrainer:
         self.tokenizer = tokenizer
         self.score = score
         self.prompts = list(prompts)
-        self.accelerator = accelerator or Accelerator(cpu=not torch.cuda.is_available())
-        self.accelerator.gradient_accumulation_steps = config.gradient_accumulation_steps
+        self.accelerator = accelerator or Accelerator(
+            cpu=not torch.cuda.is_available(),
+            gradient_accumulation_steps=config.gradient_accumulation_steps,
+        )
         self.lora = hasattr(policy, "disable_adapter")
         _disable_dropout(policy)
         # Without LoRA the reference is a frozen copy of the starting weights.

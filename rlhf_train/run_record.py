@@ -94,8 +94,8 @@ def run_checkpoints(workspace: Workspace, run_id: int) -> Path:
     return workspace.root / "checkpoints" / f"run-{run_id}"
 
 
-class RunProgress(TrainerCallback):
-    """Writes the Trainer's logs to the run's log file and its progress to the database.
+class RunLog:
+    """A run's JSON-lines log, and its progress and heartbeat in the database.
 
     The database is written at most every `interval` seconds: the row is a dashboard,
     and SQLite has one writer for everyone, annotators included.
@@ -105,34 +105,41 @@ class RunProgress(TrainerCallback):
         self.workspace = workspace
         self.run_id = run_id
         self.interval = interval
-        self.log_path = workspace.logs_dir / f"run-{run_id}.jsonl"
+        self.path = workspace.logs_dir / f"run-{run_id}.jsonl"
         self._last_write = 0.0
 
-    def _store(self, state, force: bool = False) -> None:
+    def write(self, record: dict[str, Any]) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self.path.open("a", encoding="utf-8") as handle:
+            handle.write(json.dumps(record, default=str) + "\n")
+
+    def progress(self, done: int, total: int, force: bool = False) -> None:
         now = time.monotonic()
         if not force and now - self._last_write < self.interval:
             return
         self._last_write = now
-        progress = state.global_step / state.max_steps if state.max_steps else 0.0
         with transaction(self.workspace.sessions) as session:
             run = session.get(TrainingRun, self.run_id)
-            run.progress = min(1.0, progress)
+            run.progress = min(1.0, done / total) if total else 0.0
             run.heartbeat_at = utcnow()
+
+
+class RunProgress(TrainerCallback):
+    """Writes a Trainer's logs and progress through a RunLog (main process only)."""
+
+    def __init__(self, workspace: Workspace, run_id: int, interval: float = 2.0) -> None:
+        self.log = RunLog(workspace, run_id, interval)
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         if not state.is_world_process_zero or not logs:
             return
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        record = {"step": state.global_step, "epoch": state.epoch} | {
-            key: value for key, value in logs.items() if isinstance(value, int | float)
-        }
-        with self.log_path.open("a", encoding="utf-8") as handle:
-            handle.write(json.dumps(record) + "\n")
-        self._store(state)
+        numbers = {key: value for key, value in logs.items() if isinstance(value, int | float)}
+        self.log.write({"step": state.global_step, "epoch": state.epoch} | numbers)
+        self.log.progress(state.global_step, state.max_steps)
 
     def on_train_end(self, args, state, control, **kwargs):
         if state.is_world_process_zero:
-            self._store(state, force=True)
+            self.log.progress(state.global_step, state.max_steps, force=True)
 
 
 def read_run_log(path: Path) -> list[dict[str, Any]]:
