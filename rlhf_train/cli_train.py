@@ -154,14 +154,25 @@ def cmd_train_policy(args: argparse.Namespace) -> int:
         return 0  # another process of `accelerate launch` reports
     metrics = result.metrics
     print(f"Trained policy {result.name!r} with {args.algorithm} (run {result.run_id}).")
-    if "first_score_mean" in metrics:
-        print(
-            f"Mean score {metrics['first_score_mean']:.4f} -> {metrics['last_score_mean']:.4f}, "
-            f"KL to the reference {metrics['last_kl']:.3f}, {metrics['steps']} steps."
-        )
+    print(_policy_summary(metrics))
     if not args.promote:
         print(f"Make it the current policy with `rlhf models promote {result.name}`.")
     return 0
+
+
+def _policy_summary(metrics: dict) -> str:
+    """One line of the figures an optimizer reported; absent or undefined ones are left out."""
+    parts = []
+    first, last = metrics.get("first_score_mean"), metrics.get("last_score_mean")
+    if first is not None and last is not None:
+        parts.append(f"mean score {first:.4f} -> {last:.4f}")
+    if metrics.get("last_kl") is not None:
+        parts.append(f"KL to the reference {metrics['last_kl']:.3f}")
+    accuracy = metrics.get("last_reward_accuracy")
+    if accuracy is not None:
+        parts.append(f"DPO reward accuracy {accuracy:.3f}")
+    parts.append(f"{metrics.get('steps')} steps")
+    return (", ".join(parts) + ".").capitalize()
 
 
 def cmd_models_merge(args: argparse.Namespace) -> int:

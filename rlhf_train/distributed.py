@@ -10,10 +10,14 @@ T = TypeVar("T")
 
 
 def _state():
+    import torch
     from accelerate import PartialState
+    from accelerate.utils import parse_flag_from_env
 
-    # Under `accelerate launch` this joins the process group; alone it is a no-op.
-    return PartialState()
+    # Under a multi-process launch this joins the process group (gloo on CPUs, NCCL on
+    # GPUs); alone it is a no-op. Without cpu=True accelerate forms a group only on CUDA.
+    cpu = not torch.cuda.is_available() or parse_flag_from_env("ACCELERATE_USE_CPU")
+    return PartialState(cpu=cpu)
 
 
 def is_main_process() -> bool:
@@ -23,22 +27,24 @@ def is_main_process() -> bool:
 def from_main_process(compute: Callable[[], T]) -> T:
     """`compute()` run by the main process only, its result handed to every process.
 
-    An exception on the main process is raised there; the others get None and fail on
-    their own when they use it, rather than waiting forever.
+    An exception on the main process is raised there; the other processes exit with
+    code 2 without repeating its message.
     """
     state = _state()
     if state.num_processes == 1:
         return compute()
     from accelerate.utils import broadcast_object_list
 
-    box: list[object] = [None]
+    box: list[object] = [None, False]
     error: BaseException | None = None
     if state.is_main_process:
         try:
             box[0] = compute()
         except BaseException as exc:  # noqa: BLE001 - re-raised after the broadcast
-            error = exc
+            error, box[1] = exc, True
     broadcast_object_list(box, from_process=0)
     if error is not None:
         raise error
+    if box[1]:
+        raise SystemExit(2)
     return box[0]  # type: ignore[return-value]

@@ -31,13 +31,16 @@ def configure_threads(threads: int) -> int:
 
 def resolve_device(setting: str) -> str:
     """The torch device for a runtime.device setting ("auto" picks CUDA when present)."""
-    if setting == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
+    if setting == "auto" and not torch.cuda.is_available():
+        return "cpu"
     if setting.startswith("cuda") and not torch.cuda.is_available():
         raise UserError(
             f"runtime.device is {setting!r} but torch sees no CUDA GPU here; set it to auto or cpu."
         )
-    return setting
+    if setting in ("auto", "cuda") and "LOCAL_RANK" in os.environ:
+        # One GPU per process under torchrun / accelerate launch.
+        return f"cuda:{int(os.environ['LOCAL_RANK']) % torch.cuda.device_count()}"
+    return "cuda" if setting == "auto" else setting
 
 
 def adapter_base(location: str) -> str | None:

@@ -118,3 +118,32 @@ def model_location(model: Model) -> str:
             "register the model again from where it now lives."
         )
     return model.path
+
+
+def policy_to_train(workspace, spec: str | None) -> tuple[int, str, str]:
+    """(id, name, location) of the policy a training run starts from: `spec`, else the
+    current policy, else the workspace's default policy.
+
+    Resolved by the main process only: resolving may register the policy or convert a
+    built-in one, which several processes of one launch must not all do.
+    """
+    from db.engine import transaction
+    from rlhf_train.distributed import from_main_process
+    from rlhf_train.lora import is_adapter_folder
+
+    def resolve() -> tuple[int, str, str]:
+        with transaction(workspace.sessions) as session:
+            wanted = spec
+            if wanted is None:
+                current = current_policy(session)
+                wanted = current.name if current is not None else workspace.config.models.policy
+            model = resolve_policy(session, wanted, workspace.models_dir)
+            location = model_location(model)
+            if is_adapter_folder(location):
+                raise UserError(
+                    f"The policy {model.name!r} is a LoRA adapter; merge it first with "
+                    f"`rlhf models merge {model.name}` and train the merged model."
+                )
+            return model.id, model.name, location
+
+    return from_main_process(resolve)

@@ -23,8 +23,8 @@ from rlhf_train.distributed import from_main_process, is_main_process
 from rlhf_train.errors import UserError
 from rlhf_train.export_reader import PreferenceExport, read_export
 from rlhf_train.loading import configure_threads, load_policy, resolve_device
-from rlhf_train.lora import is_adapter_folder, lora_config
-from rlhf_train.model_source import model_location, resolve_policy
+from rlhf_train.lora import lora_config
+from rlhf_train.model_source import policy_to_train
 from rlhf_train.policy_prompts import load_policy_prompts
 from rlhf_train.publish import check_new_model, publish_model
 from rlhf_train.reward_source import RewardSource, resolve_reward
@@ -165,28 +165,6 @@ def _check(options: OptimizeOptions, config: Config) -> None:
             )
 
 
-def _starting_policy(workspace: Workspace, spec: str | None) -> tuple[int, str, str]:
-    from db.engine import transaction
-    from db.registry import current_policy
-
-    with transaction(workspace.sessions) as session:
-        if spec is None:
-            current = current_policy(session)
-            if current is None:
-                raise UserError(
-                    "There is no current policy to optimize; pass --policy or run `rlhf up`."
-                )
-            spec = current.name
-        model = resolve_policy(session, spec, workspace.models_dir)
-        location = model_location(model)
-        if is_adapter_folder(location):
-            raise UserError(
-                f"The policy {model.name!r} is a LoRA adapter; merge it first with "
-                f"`rlhf models merge {model.name}` and optimize the merged model."
-            )
-        return model.id, model.name, location
-
-
 def prepare_job(workspace: Workspace, options: OptimizeOptions) -> PolicyJob:
     """Resolve and check everything a user can get wrong; nothing is written yet."""
     config = workspace.config
@@ -201,7 +179,7 @@ def prepare_job(workspace: Workspace, options: OptimizeOptions) -> PolicyJob:
     if options.algorithm != "dpo":
         prompts = load_policy_prompts(workspace, options.prompts, options.chat)
         reward = resolve_reward(workspace, options.reward)
-    policy_id, policy_name, location = _starting_policy(workspace, options.policy)
+    policy_id, policy_name, location = policy_to_train(workspace, options.policy)
     model, tokenizer = load_policy(location, device)
     peft_config = lora_config(model, config.lora, "CAUSAL_LM") if options.lora else None
     return PolicyJob(

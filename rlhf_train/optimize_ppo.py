@@ -45,7 +45,7 @@ def ppo_config(job: PolicyJob) -> PPOConfig:
     )
 
 
-def _print_samples(step: int, samples: list[dict[str, Any]], limit: int = 4) -> None:
+def print_samples(step: int, samples: list[dict[str, Any]], limit: int = 4) -> None:
     print(f"-- samples at step {step} --")
     for sample in samples[:limit]:
         response = sample["response"].replace("\n", " ")
@@ -105,7 +105,7 @@ def run_ppo(job: PolicyJob) -> tuple[PreTrainedModel, dict[str, Any]]:
             if trainer.step_count % shared.samples_every == 0 or trainer.step_count == 1:
                 job.log.write({"step": trainer.step_count, "samples": samples})
                 if job.options.progress:
-                    _print_samples(trainer.step_count, samples)
+                    print_samples(trainer.step_count, samples)
             if job.options.progress:
                 print(
                     f"step {trainer.step_count}/{job.steps}: score {stats['score_mean']:.4f} "

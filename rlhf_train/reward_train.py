@@ -34,7 +34,7 @@ from rlhf_train.run_record import (
     run_to_resume,
     start_run,
 )
-from rlhf_train.trainer_args import common_trainer_args, last_checkpoint
+from rlhf_train.trainer_args import common_trainer_args, last_checkpoint, quiet_unless
 from rlhf_train.workspace import Workspace
 
 
@@ -220,6 +220,7 @@ def _train(
         callbacks=[RunProgress(workspace, run_id)],
     )
     checkpoint = last_checkpoint(checkpoints) if resume else None
+    quiet_unless(trainer, options.progress)
     outcome = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     if not trainer.is_world_process_zero():
         return None

@@ -19,8 +19,6 @@ from typing import Any, TypeVar
 from datasets import Dataset
 from transformers import TrainerCallback
 
-from db.engine import transaction
-from db.registry import current_policy
 from rlhf_train.config import LoraSettings, SftSettings
 from rlhf_train.demonstrations import (
     CONVERSATIONAL,
@@ -33,8 +31,8 @@ from rlhf_train.demonstrations import (
 from rlhf_train.distributed import from_main_process, is_main_process
 from rlhf_train.errors import UserError
 from rlhf_train.loading import configure_threads, load_policy, resolve_device
-from rlhf_train.lora import is_adapter_folder, lora_config
-from rlhf_train.model_source import model_location, resolve_policy
+from rlhf_train.lora import lora_config
+from rlhf_train.model_source import policy_to_train
 from rlhf_train.publish import check_new_model, publish_model
 from rlhf_train.run_record import (
     RunProgress,
@@ -43,7 +41,7 @@ from rlhf_train.run_record import (
     run_to_resume,
     start_run,
 )
-from rlhf_train.trainer_args import common_trainer_args, last_checkpoint
+from rlhf_train.trainer_args import common_trainer_args, last_checkpoint, quiet_unless
 from rlhf_train.workspace import Workspace
 
 T = TypeVar("T")
@@ -152,23 +150,6 @@ def _demonstrations(options: SftOptions, sft: SftSettings) -> tuple[Dataset, str
     return dataset, f"The built-in set {options.builtin}"
 
 
-def _starting_policy(workspace: Workspace, spec: str | None) -> tuple[int, str, str]:
-    """(id, name, location) of the policy to fine-tune: `spec`, else the current policy,
-    else the workspace's default policy."""
-    with transaction(workspace.sessions) as session:
-        if spec is None:
-            current = current_policy(session)
-            spec = current.name if current is not None else workspace.config.models.policy
-        model = resolve_policy(session, spec, workspace.models_dir)
-        location = model_location(model)
-        if is_adapter_folder(location):
-            raise UserError(
-                f"The policy {model.name!r} is a LoRA adapter; merge it first with "
-                f"`rlhf models merge {model.name}` and fine-tune the merged model."
-            )
-        return model.id, model.name, location
-
-
 def _perplexity(loss: float) -> float | None:
     # JSON columns take no infinities; a loss this large means the model is broken anyway.
     return math.exp(loss) if math.isfinite(loss) and loss < 700 else None
@@ -182,7 +163,7 @@ def _prepare(workspace: Workspace, setup: _Setup, device: str) -> _Prepared:
     dataset, source = _demonstrations(options, setup.sft)
     shape = demonstration_format(dataset)
     train_set, held_out = split_held_out(dataset, setup.sft.eval_fraction, setup.sft.seed, source)
-    start_id, start_name, location = _starting_policy(workspace, options.policy)
+    start_id, start_name, location = policy_to_train(workspace, options.policy)
     model, tokenizer = load_policy(location, device)
     if shape == CONVERSATIONAL and not tokenizer.chat_template:
         raise UserError(
@@ -257,6 +238,7 @@ def _run(
     trainer = _build_trainer(workspace, prepared, run_id, callbacks)
     before = trainer.evaluate()
     checkpoint = prepared.setup.checkpoint
+    quiet_unless(trainer, options.progress)
     output = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     after = trainer.evaluate()
     metrics = {

@@ -67,3 +67,12 @@ def last_checkpoint(output_dir: Path) -> Path | None:
         if path.is_dir() and path.name.rsplit("-", 1)[1].isdigit()
     ]
     return max(numbered)[1] if numbered else None
+
+
+def quiet_unless(trainer, progress: bool) -> None:
+    """Without progress output the Trainer would print every log record instead of a
+    bar; the records are in the run's log file already."""
+    from transformers import PrinterCallback
+
+    if not progress:
+        trainer.remove_callback(PrinterCallback)
