@@ -146,6 +146,7 @@ def cmd_train_policy(args: argparse.Namespace) -> int:
         save_adapter=args.save_adapter,
         promote=args.promote,
         max_steps=args.max_steps,
+        time_limit=args.time_limit,
         report_to=args.report_to,
         progress=not args.no_progress,
     )
@@ -394,6 +395,12 @@ def _add_policy_commands(train_commands: argparse._SubParsersAction) -> None:
         parser.add_argument("--lora-targets", help="LoRA target modules (lora.target_modules)")
         parser.add_argument("--promote", action="store_true", help="make it the current policy")
         parser.add_argument("--max-steps", type=int, help="steps to run (optimize.steps)")
+        parser.add_argument(
+            "--time-limit",
+            type=float,
+            metavar="MINUTES",
+            help="stop after the step that passes this wall-clock budget, keeping the result",
+        )
         parser.add_argument("--learning-rate", type=float, help="(optimize.learning_rate)")
         parser.add_argument(
             "--batch-size",

@@ -19,6 +19,7 @@ from typing import Any
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from rlhf_train.config import Config
+from rlhf_train.deadline import Deadline
 from rlhf_train.distributed import from_main_process, is_main_process
 from rlhf_train.errors import UserError
 from rlhf_train.export_reader import PreferenceExport, read_export
@@ -62,6 +63,7 @@ class OptimizeOptions:
     save_adapter: bool = False  # with lora: save the adapter instead of merging it
     promote: bool = False
     max_steps: int | None = None  # overrides optimize.steps
+    time_limit: float | None = None  # minutes; stop after the step that passes it
     report_to: str = "none"  # or "tensorboard"
     progress: bool = True
 
@@ -105,6 +107,7 @@ class PolicyJob:
     checkpoints: Path = field(default_factory=Path)
     resume_from: Path | None = None
     log: RunLog | None = None
+    deadline: Deadline = field(default_factory=lambda: Deadline(None))
 
     @property
     def steps(self) -> int:
@@ -149,6 +152,8 @@ def _check(options: OptimizeOptions, config: Config) -> None:
                 "--report-to tensorboard needs the tensorboard package; "
                 "`pip install tensorboard` or leave the flag out (JSON lines are always written)."
             ) from None
+    if options.time_limit is not None and options.time_limit <= 0:
+        raise UserError(f"--time-limit is {options.time_limit}; pass minutes above 0.")
     if options.max_steps is not None and options.max_steps < 1:
         raise UserError(f"--max-steps is {options.max_steps}; pass 1 or more.")
     if options.algorithm == "ppo":
@@ -279,10 +284,13 @@ def _optimize(workspace: Workspace, job: PolicyJob, export_id: int | None) -> Op
     name = options.name or f"{options.algorithm}-{job.run_id}"
     if options.name is None and is_main_process():
         check_new_model(workspace, name)
+    job.deadline = Deadline(options.time_limit)
     trained, metrics = _algorithm(options.algorithm)(job)
     if not is_main_process():
         return None
     metrics = dict(metrics, algorithm=options.algorithm)
+    if job.deadline.reached:
+        metrics["stopped_by_time_limit"] = options.time_limit
     if hasattr(trained, "merge_and_unload") and not options.save_adapter:
         # A merged model loads with transformers alone and can start the next run.
         trained = trained.merge_and_unload()

@@ -119,6 +119,8 @@ def run_ppo(job: PolicyJob) -> tuple[PreTrainedModel, dict[str, Any]]:
                 "learning rate or raise optimize.kl_coef, or raise the limit."
             )
             break
+        if job.deadline.passed():
+            break
         if trainer.step_count % shared.checkpoint_every == 0 and trainer.step_count < job.steps:
             trainer.save_checkpoint(str(job.checkpoints / f"checkpoint-{trainer.step_count}"))
     metrics = _summary(first, last, trainer)

@@ -15,6 +15,7 @@ from typing import Any
 from datasets import Dataset
 from transformers import PreTrainedModel, Trainer, TrainerCallback
 
+from rlhf_train.deadline import DeadlineCallback
 from rlhf_train.distributed import is_main_process
 from rlhf_train.errors import UserError
 from rlhf_train.optimize import PolicyJob
@@ -141,7 +142,10 @@ def _processes() -> int:
 
 
 def _callbacks(job: PolicyJob) -> list[TrainerCallback]:
-    callbacks: list[TrainerCallback] = [RunProgress(job.workspace, job.run_id)]
+    callbacks: list[TrainerCallback] = [
+        RunProgress(job.workspace, job.run_id),
+        DeadlineCallback(job.deadline),
+    ]
     if job.options.report_to == "tensorboard" and is_main_process():
         from torch.utils.tensorboard import SummaryWriter
         from transformers.integrations import TensorBoardCallback

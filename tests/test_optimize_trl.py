@@ -189,6 +189,18 @@ def test_group_trainers_run_on_a_python_reward(
     assert AutoModelForCausalLM.from_pretrained(model.path) is not None
 
 
+def test_time_limit_stops_after_the_step_that_passes_it(
+    ws, tiny_policy, reward, prompts, capsys
+) -> None:
+    for algorithm in ("grpo", "ppo"):
+        args = ["--reward", reward, "--prompts", str(prompts), "--policy", str(tiny_policy)]
+        args += ["--max-steps", "50", "--time-limit", "0.0001", "--name", f"timed-{algorithm}"]
+        args += ["--batch-size", "8"] if algorithm == "ppo" else []
+        assert rlhf(ws, "train", algorithm, *args) == 0, capsys.readouterr().err
+        model, run = registered(ws, f"timed-{algorithm}")
+        assert run.metrics["steps"] == 1 and run.metrics["stopped_by_time_limit"] == 0.0001
+
+
 def test_grpo_raises_the_mean_reward(ws, tiny_policy, reward, prompts, monkeypatch) -> None:
     """A check that fails when nothing is learned: on the vowel reward the logged mean
     score climbs from about 0.27 to about 0.7 in 30 steps (calibrated over three seeds;
