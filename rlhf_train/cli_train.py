@@ -212,6 +212,19 @@ def cmd_runs_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_run_flags(parser: argparse.ArgumentParser) -> None:
+    """What every training command takes: resuming, the device, quiet output."""
+    parser.add_argument(
+        "--resume",
+        nargs="?",
+        const="last",
+        metavar="RUN",
+        help="continue run RUN (default: the newest unfinished one) from its last checkpoint",
+    )
+    parser.add_argument("--device", help="auto (default), cpu, cuda or cuda:N")
+    parser.add_argument("--no-progress", action="store_true", help="no progress output")
+
+
 def _add_training_flags(parser: argparse.ArgumentParser, section: str) -> None:
     parser.add_argument("--name", help=f"name of the new model (default: {section}-RUN)")
     parser.add_argument("--lora", action="store_true", help="train a LoRA adapter ([lora])")
@@ -231,15 +244,7 @@ def _add_training_flags(parser: argparse.ArgumentParser, section: str) -> None:
         help=f"steps between checkpoints ({section}.checkpoint_every)",
     )
     parser.add_argument("--max-steps", type=int, help="stop after this many optimizer steps")
-    parser.add_argument(
-        "--resume",
-        nargs="?",
-        const="last",
-        metavar="RUN",
-        help="continue run RUN (default: the newest unfinished one) from its last checkpoint",
-    )
-    parser.add_argument("--device", help="auto (default), cpu, cuda or cuda:N")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    _add_run_flags(parser)
 
 
 def add_training_commands(commands: argparse._SubParsersAction) -> None:
@@ -422,12 +427,4 @@ def _add_policy_commands(train_commands: argparse._SubParsersAction) -> None:
             choices=["none", "tensorboard"],
             help="also log to TensorBoard (JSON lines are always written)",
         )
-        parser.add_argument(
-            "--resume",
-            nargs="?",
-            const="last",
-            metavar="RUN",
-            help="continue run RUN (default: the newest unfinished one) from its last checkpoint",
-        )
-        parser.add_argument("--device", help="auto (default), cpu, cuda or cuda:N")
-        parser.add_argument("--no-progress", action="store_true", help="no progress output")
+        _add_run_flags(parser)

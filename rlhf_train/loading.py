@@ -18,7 +18,7 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
-from rlhf_train.errors import UserError
+from rlhf_train.errors import UserError, first_line
 from rlhf_train.lora import is_adapter_folder
 
 
@@ -66,6 +66,17 @@ def adapter_base(location: str) -> str | None:
     return base
 
 
+def ensure_pad_token(tokenizer: PreTrainedTokenizerBase, location: str) -> None:
+    """Batches need a padding token; a tokenizer without one pads with its end token."""
+    if tokenizer.pad_token is None:
+        if tokenizer.eos_token is None:
+            raise UserError(
+                f"The tokenizer in {location} has neither a pad nor an end-of-sequence token; "
+                "set one of them in its tokenizer_config.json."
+            )
+        tokenizer.pad_token = tokenizer.eos_token
+
+
 def load_policy(
     location: str, device: str = "cpu"
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
@@ -81,20 +92,13 @@ def load_policy(
         tokenizer = AutoTokenizer.from_pretrained(location if has_tokenizer else base)
         model = AutoModelForCausalLM.from_pretrained(location, dtype=torch.float32)
     except (OSError, ValueError) as exc:
-        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise UserError(
-            f"Cannot load a causal language model from {location} ({first_line}); pass a folder "
-            "written by save_pretrained or a hub id that is available offline."
+            f"Cannot load a causal language model from {location} ({first_line(exc)}); pass a "
+            "folder written by save_pretrained or a hub id that is available offline."
         ) from exc
     # Left padding keeps every prompt's last token at the end, where sampling starts.
     tokenizer.padding_side = "left"
-    if tokenizer.pad_token is None:
-        if tokenizer.eos_token is None:
-            raise UserError(
-                f"The tokenizer in {location} has neither a pad nor an end-of-sequence token; "
-                "set one of them in its tokenizer_config.json."
-            )
-        tokenizer.pad_token = tokenizer.eos_token
+    ensure_pad_token(tokenizer, location)
     model.to(device)
     model.eval()
     return model, tokenizer

@@ -13,7 +13,7 @@ import torch
 
 from db.models import Model
 from db.registry import current_policy, find_model
-from rlhf_train.errors import UserError
+from rlhf_train.errors import UserError, first_line
 from rlhf_train.loading import adapter_base
 from rlhf_train.model_source import model_location
 from rlhf_train.publish import check_new_model, publish_model
@@ -31,9 +31,8 @@ def _load_merged(location: str):
         tokenizer = AutoTokenizer.from_pretrained(location if has_tokenizer else base)
         adapted = AutoPeftModelForCausalLM.from_pretrained(location, dtype=torch.float32)
     except (OSError, ValueError) as exc:
-        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise UserError(
-            f"Cannot load the LoRA adapter in {location} on its base {base} ({first_line}); "
+            f"Cannot load the LoRA adapter in {location} on its base {base} ({first_line(exc)}); "
             "restore the adapter folder and its base model."
         ) from exc
     return adapted.merge_and_unload(), tokenizer

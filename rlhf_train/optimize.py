@@ -32,6 +32,7 @@ from rlhf_train.reward_source import RewardSource, resolve_reward
 from rlhf_train.run_record import (
     RunLog,
     finish_run,
+    outcome_recorded,
     run_checkpoints,
     run_to_resume,
     start_run,
@@ -256,16 +257,8 @@ def optimize_policy(
     job.workspace, job.run_id = workspace, run
     job.checkpoints, job.resume_from = run_checkpoints(workspace, run), checkpoint
     job.log = RunLog(workspace, run)
-    try:
+    with outcome_recorded(workspace, run):
         return _optimize(workspace, job, export_id)
-    except KeyboardInterrupt:
-        if is_main_process():
-            finish_run(workspace, run, "cancelled", {"error": "interrupted"})
-        raise
-    except BaseException as exc:
-        if is_main_process():
-            finish_run(workspace, run, "failed", {"error": str(exc) or type(exc).__name__})
-        raise
 
 
 def _reward_export_id(workspace: Workspace, job: PolicyJob) -> int | None:

@@ -21,7 +21,8 @@ from transformers import (
 
 from db.registry import current_policy, find_model
 from rlhf_train.builtin_models import BUILTIN_MODELS
-from rlhf_train.errors import UserError
+from rlhf_train.errors import UserError, first_line
+from rlhf_train.loading import ensure_pad_token
 from rlhf_train.lora import is_adapter_folder
 from rlhf_train.model_source import check_model_spec, model_location
 
@@ -86,20 +87,14 @@ def load_sequence_classifier(
             location, num_labels=1, dtype=torch.float32
         )
     except (OSError, ValueError) as exc:
-        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise UserError(
-            f"Cannot load a sequence-classification model from {location} ({first_line}); pass "
-            "a folder written by save_pretrained or a hub id available offline."
+            f"Cannot load a sequence-classification model from {location} "
+            f"({first_line(exc)}); pass a folder written by save_pretrained or a hub id "
+            "available offline."
         ) from exc
     finally:
         hf_logging.set_verbosity(verbosity)
-    if tokenizer.pad_token is None:
-        if tokenizer.eos_token is None:
-            raise UserError(
-                f"The tokenizer in {location} has neither a pad nor an end-of-sequence token; "
-                "set one of them in its tokenizer_config.json."
-            )
-        tokenizer.pad_token = tokenizer.eos_token
+    ensure_pad_token(tokenizer, location)
     tokenizer.padding_side = "right"
     # Decoder heads read the last token that is not padding; they need to know which is.
     model.config.pad_token_id = tokenizer.pad_token_id

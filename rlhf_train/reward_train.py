@@ -17,7 +17,7 @@ from datasets import Dataset
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from rlhf_train.config import LoraSettings, RewardSettings
-from rlhf_train.distributed import from_main_process, is_main_process
+from rlhf_train.distributed import from_main_process
 from rlhf_train.errors import UserError
 from rlhf_train.export_reader import PreferenceExport, read_export
 from rlhf_train.loading import configure_threads, resolve_device
@@ -30,6 +30,7 @@ from rlhf_train.reward_scorer import RewardScorer
 from rlhf_train.run_record import (
     RunProgress,
     finish_run,
+    outcome_recorded,
     run_checkpoints,
     run_to_resume,
     start_run,
@@ -164,16 +165,8 @@ def train_reward(
             workspace, "reward", config, prepared.export.export_id, run_id=resumed_run
         )
     )
-    try:
+    with outcome_recorded(workspace, run):
         return _train(workspace, options, prepared, device, run, resumed_run is not None)
-    except KeyboardInterrupt:
-        if is_main_process():
-            finish_run(workspace, run, "cancelled", {"error": "interrupted"})
-        raise
-    except BaseException as exc:
-        if is_main_process():
-            finish_run(workspace, run, "failed", {"error": str(exc) or type(exc).__name__})
-        raise
 
 
 def _train(

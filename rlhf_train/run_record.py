@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -61,6 +63,24 @@ def finish_run(
         run.heartbeat_at = run.finished_at
         if status == "succeeded":
             run.progress = 1.0
+
+
+@contextmanager
+def outcome_recorded(workspace: Workspace, run_id: int) -> Iterator[None]:
+    """Marks run `run_id` cancelled (Ctrl-C) or failed (any other exception, with its
+    message) when the body raises; the main process writes, the exception goes on."""
+    from rlhf_train.distributed import is_main_process
+
+    try:
+        yield
+    except KeyboardInterrupt:
+        if is_main_process():
+            finish_run(workspace, run_id, "cancelled", {"error": "interrupted"})
+        raise
+    except BaseException as exc:
+        if is_main_process():
+            finish_run(workspace, run_id, "failed", {"error": str(exc) or type(exc).__name__})
+        raise
 
 
 def run_to_resume(workspace: Workspace, kind: str, run_id: int | None) -> TrainingRun:

@@ -28,7 +28,7 @@ from rlhf_train.demonstrations import (
     read_demonstrations,
     split_held_out,
 )
-from rlhf_train.distributed import from_main_process, is_main_process
+from rlhf_train.distributed import from_main_process
 from rlhf_train.errors import UserError
 from rlhf_train.loading import configure_threads, load_policy, resolve_device
 from rlhf_train.lora import lora_config
@@ -37,6 +37,7 @@ from rlhf_train.publish import check_new_model, publish_model
 from rlhf_train.run_record import (
     RunProgress,
     finish_run,
+    outcome_recorded,
     run_checkpoints,
     run_to_resume,
     start_run,
@@ -213,16 +214,8 @@ def train_sft(
     run_id = from_main_process(
         lambda: start_run(workspace, "sft", prepared.config, run_id=prepared.setup.run_id),
     )
-    try:
+    with outcome_recorded(workspace, run_id):
         return _run(workspace, prepared, run_id, callbacks)
-    except KeyboardInterrupt:
-        if is_main_process():
-            finish_run(workspace, run_id, "cancelled", {"error": "interrupted"})
-        raise
-    except BaseException as exc:
-        if is_main_process():
-            finish_run(workspace, run_id, "failed", {"error": str(exc) or type(exc).__name__})
-        raise
 
 
 def _run(
