@@ -60,3 +60,49 @@ def test_default_policy_converts_once_and_generates(sqlite_workspace) -> None:
     assert (folder / "model.safetensors").stat().st_mtime_ns == written
     model, tokenizer = load_policy(str(folder))
     assert model.config.num_hidden_layers == 30 and tokenizer.chat_template
+
+
+@pytest.mark.slow
+def test_default_models_train_end_to_end(tmp_path, monkeypatch) -> None:
+    """SFT with LoRA, a MiniLM reward model and PPO against it, on the packaged SmolLM2:
+    a policy and a reward model with different vocabularies, joined by text."""
+    from rlhf_train.cli import main
+    from tests.test_reward import make_export
+
+    for key, value in {
+        "RLHF_RUNTIME_THREADS": "2",
+        "RLHF_SFT_MAX_LENGTH": "32",
+        "RLHF_SFT_BATCH_SIZE": "2",
+        "RLHF_REWARD_MAX_LENGTH": "32",
+        "RLHF_REWARD_BATCH_SIZE": "4",
+        "RLHF_OPTIMIZE_BATCH_SIZE": "2",
+        "RLHF_OPTIMIZE_MAX_NEW_TOKENS": "6",
+        "RLHF_PPO_MINIBATCH_SIZE": "2",
+        "RLHF_PPO_PPO_EPOCHS": "1",
+    }.items():
+        monkeypatch.setenv(key, value)
+    root = tmp_path / "ws"
+    rlhf = ["--workspace", str(root)]
+    assert main([*rlhf, "init"]) == 0
+    demos = tmp_path / "demos.txt"
+    demos.write_text("A warm, funny film.\nThe best movie of the year.\nI loved it.\n" * 4)
+    assert main([*rlhf, "train", "sft", "--data", str(demos), "--lora", "--name", "sft",
+                 "--max-steps", "1", "--no-progress"]) == 0  # fmt: skip
+    assert main([*rlhf, "models", "merge", "sft"]) == 0
+
+    from rlhf_train.workspace import Workspace
+
+    export = make_export(Workspace.open(root), tmp_path / "export", n=24)
+    assert main([*rlhf, "train", "reward", "--data", str(export), "--name", "rm",
+                 "--max-steps", "2", "--no-progress"]) == 0  # fmt: skip
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("This movie was\nThe plot\n")
+    assert main([*rlhf, "train", "ppo", "--policy", "sft-merged", "--reward", "rm",
+                 "--prompts", str(prompts), "--max-steps", "1", "--lora",
+                 "--no-progress"]) == 0  # fmt: skip
+    with Workspace.open(root).sessions() as session:
+        from db.registry import find_model
+
+        trained = find_model(session, "ppo-3")
+        assert trained.parent.name == "sft-merged"
+        assert trained.config["reward_model_id"] == find_model(session, "rm").id
