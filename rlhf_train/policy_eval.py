@@ -235,16 +235,18 @@ def evaluate_policy(
 ) -> dict[str, Any]:
     """Sample one response per prompt from `policy_model` and measure them.
 
-    Returns n; score_mean, score_std (population) and score_sem (its standard error);
-    response_length (mean tokens, the end token included, as PPO counts them);
-    unfinished_fraction (responses cut by max_new_tokens); distinct_1, distinct_2,
-    repetition_rate; kl, the mean over responses of log pi(y) - log pi_ref(y) on the
-    policy's own samples (a Monte-Carlo estimate of KL(policy || reference) in nats per
-    response, whose single terms may be negative), and reference_perplexity, exp of the
-    mean per-token negative log-likelihood of the responses under the reference (both
-    None without a reference); and `samples`, the first `sample_rows` (prompt, response,
-    score). Sampling is seeded as in `sample_completions`, with top_p=1.0 and no top-k,
-    so the same arguments give the same numbers.
+    Returns n; score_mean, score_std (population) and score_sem (the standard error of
+    the mean); scores, each response's score in prompt order (for paired comparisons of
+    two policies on the same prompts); response_length (mean tokens, the end token
+    included, as PPO counts them); unfinished_fraction (responses cut by max_new_tokens);
+    distinct_1, distinct_2, repetition_rate; kl, the mean over responses of
+    log pi(y) - log pi_ref(y) on the policy's own samples (a Monte-Carlo estimate of
+    KL(policy || reference) in nats per response, whose single terms may be negative),
+    and reference_perplexity, exp of the mean per-token negative log-likelihood of the
+    responses under the reference (both None without a reference); and `samples`, the
+    first `sample_rows` (prompt, response, score). Sampling is seeded as in
+    `sample_completions`, with top_p=1.0 and no top-k, so the same arguments give the
+    same numbers.
     """
     if not prompts:
         raise ValueError("evaluate_policy needs at least one prompt")
@@ -270,6 +272,7 @@ def evaluate_policy(
         "distinct_1": distinct_n(texts, 1),
         "distinct_2": distinct_n(texts, 2),
         "repetition_rate": repetition_rate(texts),
+        "scores": [float(value) for value in scores],
         "kl": None,
         "reference_perplexity": None,
     }

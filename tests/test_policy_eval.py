@@ -37,6 +37,7 @@ KEYS = {
     "distinct_1",
     "distinct_2",
     "repetition_rate",
+    "scores",
     "kl",
     "reference_perplexity",
     "samples",
@@ -142,6 +143,8 @@ def test_evaluate_policy_is_deterministic_and_sane(tiny_policy) -> None:
     assert len(first["samples"]) == 4
     assert all(set(row) == {"prompt", "response", "score"} for row in first["samples"])
     assert first["samples"][0]["prompt"] == PROMPTS[0].text
+    assert len(first["scores"]) == len(PROMPTS)
+    assert first["samples"][1]["score"] == pytest.approx(first["scores"][1], abs=1e-4)
     # The default top-k of transformers is back in place after sampling without it.
     assert policy.generation_config.top_k is None
     assert math.isfinite(first["score_sem"])
