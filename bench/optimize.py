@@ -12,8 +12,8 @@ What is the same for every method, and why:
 - the reward: a positive-sentiment reward model, trained here on the packaged IMDB
   reviews (a review opening as the prompt, a positive review's closing words chosen over
   a negative one's: the pairs of bench/reward.py) through the real import -> export ->
-  `train_reward` path, or reused with `--reward FOLDER`. Its test accuracy is reported: a weak reward model makes every
-  optimizer look weak;
+  `train_reward` path, or reused with `--reward FOLDER`. Its test accuracy is
+  reported: a weak reward model makes every optimizer look weak;
 - the work per optimizer step: `completions_per_step` responses are sampled per step by
   every method (PPO: that many prompts; RLOO and GRPO: that many / num_generations prompts
   with num_generations responses each; DPO: half as many pairs), so one step samples the
