@@ -64,7 +64,6 @@ import os
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import argparse
-import csv
 import datetime as dt
 import gc
 import json
@@ -88,7 +87,6 @@ from common import CpuClock, cpu_clock, cpu_model, other_cores, write_json
 
 from db.engine import transaction
 from db.prompts import add_prompts
-from rlhf_train.assets import MOVIE_REVIEWS_CSV
 from rlhf_train.builtin_models import BUILTIN_MODELS
 from rlhf_train.errors import UserError
 from rlhf_train.export import ExportOptions, export_preferences
@@ -98,7 +96,7 @@ from rlhf_train.model_source import model_location, resolve_policy
 from rlhf_train.optimize import OptimizeOptions, optimize_policy
 from rlhf_train.policy_eval import evaluate_policy
 from rlhf_train.policy_prompts import load_policy_prompts
-from rlhf_train.prompt_sources import builtin_prompts, clean_review, split_by_hash
+from rlhf_train.prompt_sources import builtin_prompts, split_by_hash
 from rlhf_train.reward_scorer import RewardScorer
 from rlhf_train.reward_train import RewardOptions, train_reward
 from rlhf_train.run_record import read_run_log
@@ -414,57 +412,23 @@ def register_policy(workspace: Workspace, spec: str) -> tuple[str, str]:
 
 
 def sentiment_pairs(settings: Settings) -> tuple[list[PreferenceRow], list[PreferenceRow], str]:
-    """Train and test pairs, the positive review's snippet chosen, and who built them:
-    bench/reward.py when that module is importable, else the same recipe here."""
-    try:
-        import reward as reward_bench
+    """Train and test pairs, the positive review's snippet chosen: bench/reward.py's recipe,
+    so both benchmarks train on the same kind of pairs."""
+    import reward as reward_bench
 
-        shape = replace(
-            reward_bench.DEFAULTS,
-            train_pairs=settings.reward_train_pairs,
-            test_pairs=settings.reward_test_pairs,
-            prompt_words=PROMPT_WORDS,
-            snippet_words=settings.reward_snippet_words,
-            snippet_from=settings.reward_snippet_from,
-            max_length=settings.reward_max_length,
-            seed=settings.seed,
-        )
-        positive, negative = reward_bench.read_reviews()
-        train, test = reward_bench.build_pairs(positive, negative, shape)
-        return train, test, "bench/reward.py build_pairs"
-    except (ImportError, AttributeError, TypeError) as exc:
-        print(f"  (bench/reward.py not usable: {exc}; building the pairs here)", flush=True)
-    return *_own_sentiment_pairs(settings), "bench/optimize.py"
-
-
-def _own_sentiment_pairs(settings: Settings) -> tuple[list[PreferenceRow], list[PreferenceRow]]:
-    rng = random.Random(settings.seed)
-    pools: dict[str, list[list[str]]] = {"1": [], "0": []}
-    shortest, longest = settings.reward_snippet_words
-    with MOVIE_REVIEWS_CSV.path().open(encoding="utf-8", newline="") as handle:
-        for row in csv.DictReader(handle):
-            words = clean_review(row["text"]).split()
-            if row["source"] == "imdb" and len(words) >= PROMPT_WORDS + longest:
-                pools[row["label"]].append(words)
-    for pool in pools.values():
-        rng.shuffle(pool)
-    rows: list[PreferenceRow] = []
-
-    def snippet(words: list[str]) -> str:
-        # Both snippets draw their length from one range: length says nothing.
-        length = rng.randint(shortest, longest)
-        if settings.reward_snippet_from == "end":
-            return " ".join(words[-length:])
-        return " ".join(words[PROMPT_WORDS : PROMPT_WORDS + length])
-
-    for good, bad in zip(pools["1"], pools["0"], strict=False):
-        opener = good if rng.random() < 0.5 else bad
-        snippets = [snippet(words) for words in (good, bad)]
-        rows.append(PreferenceRow(" ".join(opener[:PROMPT_WORDS]), *snippets))
-    wanted = settings.reward_train_pairs + settings.reward_test_pairs
-    if len(rows) < wanted:
-        raise UserError(f"The packaged reviews give only {len(rows)} sentiment pairs.")
-    return rows[: settings.reward_train_pairs], rows[settings.reward_train_pairs : wanted]
+    shape = replace(
+        reward_bench.DEFAULTS,
+        train_pairs=settings.reward_train_pairs,
+        test_pairs=settings.reward_test_pairs,
+        prompt_words=PROMPT_WORDS,
+        snippet_words=settings.reward_snippet_words,
+        snippet_from=settings.reward_snippet_from,
+        max_length=settings.reward_max_length,
+        seed=settings.seed,
+    )
+    positive, negative = reward_bench.read_reviews()
+    train, test = reward_bench.build_pairs(positive, negative, shape)
+    return train, test, "bench/reward.py build_pairs"
 
 
 def train_sentiment_reward(root: Path, args: argparse.Namespace) -> dict[str, Any]:
