@@ -25,6 +25,7 @@ from sqlalchemy import (
     UniqueConstraint,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+from sqlalchemy.sql import expression
 
 # Stable constraint names, so migrations can refer to them on every backend.
 NAMING_CONVENTION = {
@@ -40,7 +41,8 @@ MODEL_KINDS = ("policy", "reward")
 ROUND_STATUSES = ("open", "closed")
 PAIR_STRATEGIES = ("random", "new_vs_previous", "uncertainty", "imported")
 CHOICES = ("A", "B", "tie", "both_bad", "skip")
-RUN_KINDS = ("sft", "reward", "ppo", "dpo", "rloo", "grpo")
+# "round" is the lead's retraining job: close a round, export, train, evaluate, generate.
+RUN_KINDS = ("sft", "reward", "ppo", "dpo", "rloo", "grpo", "round")
 RUN_STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
 
 
@@ -280,3 +282,32 @@ class TrainingRun(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     started_at: Mapped[datetime | None]
     finished_at: Mapped[datetime | None]
+    # The round whose judgments the run learns from (a retraining job: the round it closes).
+    round_id: Mapped[int | None] = mapped_column(ForeignKey("rounds.id"))
+    # A retraining job's steps (reward, ppo...) point at the job.
+    parent_id: Mapped[int | None] = mapped_column(ForeignKey("training_runs.id"), index=True)
+    # How many times a worker has started it; a retry after a crash resumes.
+    attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    # host:pid of the worker that holds it, while it runs.
+    worker: Mapped[str | None] = mapped_column(String(200))
+    # Set by a lead; the worker holding the run stops it and marks it cancelled.
+    cancel_requested: Mapped[bool] = mapped_column(
+        Boolean, default=False, server_default=expression.false()
+    )
+
+
+class Evaluation(Base):
+    """`rlhf evaluate policy`: one policy measured on the held-out prompts, maybe against
+    another; the figures here, the full report (Markdown, JSON, plots) in report_path."""
+
+    __tablename__ = "evaluations"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    policy_id: Mapped[int] = mapped_column(ForeignKey("models.id"), index=True)
+    against_id: Mapped[int | None] = mapped_column(ForeignKey("models.id"))
+    reward_model_id: Mapped[int | None] = mapped_column(ForeignKey("models.id"))
+    # The round the policy was trained from (the report of that round's retraining).
+    round_id: Mapped[int | None] = mapped_column(ForeignKey("rounds.id"), index=True)
+    metrics: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    report_path: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)

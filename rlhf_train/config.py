@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from rlhf_train.errors import UserError
+from rlhf_train.judges import JUDGE_NAMES
 
 CONFIG_FILE = "rlhf.toml"
 
@@ -50,6 +51,10 @@ class GenerationConfig:
     seed: int = 0
     # Share of a two-policy round's prompts whose pairs are new-vs-previous.
     previous_fraction: float = 0.5
+    # How new-vs-new pairs are chosen among a prompt's samples: "random", or
+    # "uncertainty" (the pair the reward model is least sure about; samples_per_prompt
+    # is then the number of candidates K scored per prompt).
+    pair_strategy: str = "random"
 
 
 @dataclass(frozen=True)
@@ -168,6 +173,47 @@ class GroupSettings:
 
 
 @dataclass(frozen=True)
+class LoopSettings:
+    """`rlhf round next` and the app's "Start retraining"."""
+
+    # ppo, dpo, rloo or grpo.
+    optimizer: str = "ppo"
+    # Export the judgments of every closed round (true) or of the closed round only.
+    cumulative: bool = True
+    # Judgments (not counting skips) the closed round needs before it retrains.
+    min_judgments: int = 1
+    # Start the reward model from the previous round's reward model (true) or from
+    # models.reward_backbone (false).
+    continue_reward: bool = True
+    # Prompts in the next round (0: generation.n_prompts).
+    next_prompts: int = 0
+
+
+@dataclass(frozen=True)
+class EvaluateSettings:
+    """`rlhf evaluate policy`, also run by every retraining."""
+
+    # Held-out (eval split) prompts the policies answer; the same ones every time.
+    n_prompts: int = 64
+    max_new_tokens: int = 48
+    temperature: float = 0.9
+    # Comma-separated judge functions: sentiment (lexicon score), words; or "" for none.
+    judges: str = "sentiment"
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class WorkerSettings:
+    """`rlhf worker`."""
+
+    # Seconds between queue polls when idle, and between heartbeats while running.
+    poll_seconds: float = 5.0
+    heartbeat_seconds: float = 10.0
+    # A running run without a heartbeat for this long is marked failed.
+    stale_after_seconds: float = 120.0
+
+
+@dataclass(frozen=True)
 class Config:
     database: DatabaseConfig = field(default_factory=DatabaseConfig)
     models: ModelsConfig = field(default_factory=ModelsConfig)
@@ -183,6 +229,9 @@ class Config:
     ppo: PpoSettings = field(default_factory=PpoSettings)
     dpo: DpoSettings = field(default_factory=DpoSettings)
     group: GroupSettings = field(default_factory=GroupSettings)
+    loop: LoopSettings = field(default_factory=LoopSettings)
+    evaluate: EvaluateSettings = field(default_factory=EvaluateSettings)
+    worker: WorkerSettings = field(default_factory=WorkerSettings)
 
 
 def _positive(value: float) -> bool:
@@ -205,6 +254,10 @@ _CHECKS: dict[str, tuple[Any, str]] = {
     "generation.temperature": (_positive, "above 0"),
     "generation.top_p": (lambda v: 0 < v <= 1, "above 0 and at most 1"),
     "generation.previous_fraction": (_fraction, "between 0 and 1"),
+    "generation.pair_strategy": (
+        lambda v: v in ("random", "uncertainty"),
+        "random or uncertainty",
+    ),
     "round.overlap": (_positive, "at least 1"),
     "round.gold_rate": (_fraction, "between 0 and 1"),
     "serve.port": (lambda v: 0 < v < 65536, "a port number from 1 to 65535"),
@@ -251,6 +304,19 @@ _CHECKS: dict[str, tuple[Any, str]] = {
     "dpo.max_length": (lambda v: v >= 8, "at least 8"),
     "dpo.epochs": (_positive, "above 0"),
     "group.num_generations": (lambda v: v >= 2, "at least 2"),
+    "loop.optimizer": (lambda v: v in ("ppo", "dpo", "rloo", "grpo"), "ppo, dpo, rloo or grpo"),
+    "loop.min_judgments": (lambda v: v >= 1, "at least 1"),
+    "loop.next_prompts": (lambda v: v >= 0, "0 (generation.n_prompts) or more"),
+    "evaluate.n_prompts": (_positive, "at least 1"),
+    "evaluate.max_new_tokens": (_positive, "at least 1"),
+    "evaluate.temperature": (_positive, "above 0"),
+    "evaluate.judges": (
+        lambda v: all(j.strip() in JUDGE_NAMES for j in v.split(",") if j.strip()),
+        f'a comma-separated list of {" and ".join(JUDGE_NAMES)}, or ""',
+    ),
+    "worker.poll_seconds": (_positive, "above 0"),
+    "worker.heartbeat_seconds": (_positive, "above 0"),
+    "worker.stale_after_seconds": (_positive, "above 0"),
     "runtime.threads": (lambda v: v >= 0, "0 (automatic) or more"),
     "runtime.device": (
         lambda v: v in ("auto", "cpu", "mps") or v.split(":")[0] == "cuda",
