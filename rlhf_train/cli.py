@@ -221,11 +221,14 @@ def cmd_generate(args: argparse.Namespace) -> int:
             "generation.top_p": args.top_p,
             "generation.seed": args.seed,
             "generation.previous_fraction": args.previous_fraction,
+            "generation.pair_strategy": args.pair_strategy,
             "runtime.device": args.device,
         },
     )
     configure_threads(workspace.config.runtime.threads)
-    request = request_from_config(workspace, args.round, args.policy, args.previous_policy)
+    request = request_from_config(
+        workspace, args.round, args.policy, args.previous_policy, args.reward
+    )
     report = generate_round(workspace, request, progress=not args.no_progress)
     print(report.summary())
     return 0
@@ -487,6 +490,7 @@ def build_parser() -> argparse.ArgumentParser:
         rlhf generate --round 1 --policy smollm2-135m-instruct --n-prompts 64 --samples-per-prompt 2
         rlhf generate --round 2 --policy policy-r1 --previous-policy smollm2-135m-instruct
         rlhf generate --round 3 --policy ./my-model-folder --temperature 0.7 --top-p 0.95
+        rlhf generate --round 4 --samples-per-prompt 8 --pair-strategy uncertainty --reward rm-r3
         """,
     )
     generate.add_argument("--round", type=int, required=True, help="round number (created if new)")
@@ -509,6 +513,16 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--temperature", type=float)
     generate.add_argument("--top-p", type=float)
     generate.add_argument("--seed", type=int)
+    generate.add_argument(
+        "--pair-strategy",
+        choices=["random", "uncertainty"],
+        help="new-vs-new pairs: random, or the samples whose rewards are closest (uncertainty)",
+    )
+    generate.add_argument(
+        "--reward",
+        help="reward model for --pair-strategy uncertainty: registered name, folder or "
+        "module:function (default: the newest reward model)",
+    )
     generate.add_argument("--device", help="auto (default), cpu, cuda or cuda:N")
     generate.add_argument("--no-progress", action="store_true", help="no progress bar")
 

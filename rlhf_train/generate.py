@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import torch
 from tqdm import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
@@ -32,11 +33,13 @@ from db.rounds import (
 from rlhf_train.errors import UserError
 from rlhf_train.loading import load_policy, resolve_device
 from rlhf_train.model_source import model_location, resolve_policy
-from rlhf_train.pairing import pair_across, pair_within
+from rlhf_train.pairing import pair_across, pair_most_uncertain, pair_within
+from rlhf_train.reward_source import resolve_reward, score_function
 from rlhf_train.sampling import Completion, Decoding, PromptInput, sample_completions
 from rlhf_train.workspace import Workspace
 
 BATCHES_PER_COMMIT = 4
+PAIR_STRATEGIES = ("random", "uncertainty")
 
 
 @dataclass(frozen=True)
@@ -50,6 +53,11 @@ class RoundRequest:
     decoding: Decoding
     seed: int
     split: str = "train"
+    # How new-vs-new pairs are chosen: "random" or "uncertainty" (closest reward scores).
+    pair_strategy: str = "random"
+    # The reward model for "uncertainty": registered name, folder or "module:function";
+    # None is the newest registered reward model.
+    reward: str | None = None
 
 
 @dataclass(frozen=True)
@@ -57,6 +65,12 @@ class LoadedPolicy:
     row: Model
     model: PreTrainedModel
     tokenizer: PreTrainedTokenizerBase
+
+
+@dataclass(frozen=True)
+class LoadedReward:
+    description: str  # "reward model NAME", "function module:name" or a folder
+    score: Callable[[list[str], list[str]], torch.Tensor]  # (prompts, responses) -> rewards
 
 
 @dataclass
@@ -68,8 +82,9 @@ class GenerationReport:
     pairs: int = 0
     prompts_without_pair: int = 0
     seconds: float = 0.0  # all of it
-    preparing_seconds: float = 0.0  # resolving, converting and loading the policies
+    preparing_seconds: float = 0.0  # resolving and loading the policies and reward model
     pairs_by_strategy: dict[str, int] = field(default_factory=dict)
+    reward: str | None = None  # what scored the candidates of "uncertainty" pairs
 
     @property
     def samples_per_second(self) -> float:
@@ -89,6 +104,8 @@ class GenerationReport:
             f"{self.seconds:.1f} s ({self.preparing_seconds:.1f} s loading the model, then "
             f"{self.samples_per_second:.2f} samples/s).",
         ]
+        if self.reward is not None:
+            lines.append(f"Uncertainty pairs were chosen by {self.reward}.")
         if self.prompts_without_pair:
             lines.append(
                 f"{self.prompts_without_pair} prompts got only identical responses and no pair."
@@ -97,7 +114,11 @@ class GenerationReport:
 
 
 def request_from_config(
-    workspace: Workspace, number: int, policy: str | None, previous_policy: str | None
+    workspace: Workspace,
+    number: int,
+    policy: str | None,
+    previous_policy: str | None,
+    reward: str | None = None,
 ) -> RoundRequest:
     """A request with the workspace's generation settings (flags already applied)."""
     settings = workspace.config.generation
@@ -119,6 +140,8 @@ def request_from_config(
             batch_size=settings.batch_size,
         ),
         seed=settings.seed,
+        pair_strategy=settings.pair_strategy,
+        reward=reward,
     )
 
 
@@ -151,12 +174,32 @@ def _samples_for(
     ]
 
 
+def _load_reward(workspace: Workspace, request: RoundRequest, device: str) -> LoadedReward:
+    """The scorer of "uncertainty" pairs, loaded once per run."""
+    try:
+        source = resolve_reward(workspace, request.reward)
+    except UserError as exc:
+        if request.reward is not None:
+            raise
+        # resolve_reward's own message suggests --reward, which alone would not tell a
+        # user that the random strategy needs no reward model at all.
+        raise UserError(
+            "There is no reward model to choose uncertainty pairs with; train one with "
+            "`rlhf train reward`, pass --reward, or pass --pair-strategy random."
+        ) from exc
+    return LoadedReward(source.description, score_function(source, device))
+
+
 def generate_round(
     workspace: Workspace, request: RoundRequest, progress: bool = True
 ) -> GenerationReport:
     """Fill round `request.number` up to `request.n_prompts` prompts; see the module doc."""
     started = time.perf_counter()
     k = request.samples_per_prompt
+    if request.pair_strategy not in PAIR_STRATEGIES:
+        raise UserError(
+            f"Unknown pair strategy {request.pair_strategy!r}; use {' or '.join(PAIR_STRATEGIES)}."
+        )
     with transaction(workspace.sessions) as session:
         existing = find_round(session, request.number)
         done = prompts_in_round(session, existing.id) if existing else 0
@@ -191,6 +234,12 @@ def generate_round(
         # Loaded inside the transaction: a policy that registers but does not load
         # leaves neither its registration nor a new round behind.
         device = resolve_device(workspace.config.runtime.device)
+        # The reward model first: it is the likelier to be missing, and cheaper to load.
+        reward = (
+            _load_reward(workspace, request, device)
+            if request.pair_strategy == "uncertainty"
+            else None
+        )
         new = LoadedPolicy(policy, *load_policy(model_location(policy), device))
         old = (
             LoadedPolicy(previous, *load_policy(model_location(previous), device))
@@ -201,6 +250,7 @@ def generate_round(
         round_number=request.number,
         prompts_before=done,
         preparing_seconds=time.perf_counter() - started,
+        reward=reward.description if reward else None,
     )
     chunk_size = max(1, request.decoding.batch_size * BATCHES_PER_COMMIT // k)
     bar = tqdm(
@@ -209,11 +259,34 @@ def generate_round(
     try:
         for start in range(0, len(todo), chunk_size):
             chunk = todo[start : start + chunk_size]
-            _generate_chunk(workspace, request, chunk, new, old, report, bar.update)
+            _generate_chunk(workspace, request, chunk, new, old, reward, report, bar.update)
     finally:
         bar.close()
     report.seconds = time.perf_counter() - started
     return report
+
+
+def _new_sample_scores(
+    reward: LoadedReward | None,
+    chunk: list[Prompt],
+    new_out: list[list[Completion]],
+    mixed: set[int],
+) -> dict[int, list[float]]:
+    """Reward of every new sample of the chunk's new-vs-new prompts, by prompt position.
+
+    One call for the whole chunk, so a reward model scores full batches."""
+    if reward is None:
+        return {}
+    scored = [i for i in range(len(chunk)) if i not in mixed]
+    prompts = [chunk[i].text for i in scored for _ in new_out[i]]
+    responses = [c.text for i in scored for c in new_out[i]]
+    if not responses:
+        return {}
+    flat = reward.score(prompts, responses).tolist()
+    by_prompt: dict[int, list[float]] = {}
+    for i in scored:
+        by_prompt[i], flat = flat[: len(new_out[i])], flat[len(new_out[i]) :]
+    return by_prompt
 
 
 def _generate_chunk(
@@ -222,6 +295,7 @@ def _generate_chunk(
     chunk: list[Prompt],
     new: LoadedPolicy,
     old: LoadedPolicy | None,
+    reward: LoadedReward | None,
     report: GenerationReport,
     on_batch: Callable[[int], None],
 ) -> None:
@@ -250,6 +324,7 @@ def _generate_chunk(
             on_batch,
         )
         old_out = dict(zip(mixed_prompts, sampled, strict=True))
+    scores = _new_sample_scores(reward, chunk, new_out, set(old_out))
     samples: list[NewSample] = []
     pairs: list[NewPair] = []
     for i, prompt in enumerate(chunk):
@@ -261,6 +336,9 @@ def _generate_chunk(
             samples += _samples_for(prompt, old.row, old_out[i], request.decoding)
             planned = pair_across(new_texts, [c.text for c in old_out[i]], rng, k // 2)
             strategy = "new_vs_previous"
+        elif i in scores:
+            planned = pair_most_uncertain(new_texts, scores[i], rng, k // 2)
+            strategy = "uncertainty"
         else:
             planned = pair_within(new_texts, rng, k // 2)
             strategy = "random"

@@ -1,12 +1,15 @@
 """Forming comparison pairs from the samples of one prompt.
 
-Pure functions on texts and indices, so the rules are easy to test: each sample is used
-in at most one pair, exact duplicates are never paired with each other, and which
-sample is called A is decided by a coin, not by the policy that wrote it.
+Pure functions on texts (and reward scores) and indices, so the rules are easy to test:
+each sample is used in at most one pair, exact duplicates are never paired with each
+other, and which sample is called A is decided by a coin, not by the policy that wrote it
+nor by its score.
 """
 
 from __future__ import annotations
 
+import itertools
+import math
 import random
 from dataclasses import dataclass
 
@@ -62,4 +65,40 @@ def pair_across(
             continue
         free_previous.remove(partner)
         pairs.append(_orient(rng, new_index, offset + partner))
+    return pairs
+
+
+def _gap(scores: list[float], i: int, j: int) -> float:
+    gap = abs(scores[i] - scores[j])
+    # A NaN score would make the sort order meaningless; such pairs come last instead.
+    return math.inf if math.isnan(gap) else gap
+
+
+def pair_most_uncertain(
+    texts: list[str], scores: list[float], rng: random.Random, max_pairs: int
+) -> list[PlannedPair]:
+    """Disjoint pairs of samples with different texts whose reward scores are closest.
+
+    A Bradley-Terry reward model predicts P(a beats b) = sigmoid(r_a - r_b), so the
+    smallest |r_a - r_b| is the comparison it is least sure about, where a human judgment
+    teaches it the most. Greedy: the closest pair first, then the closest pair among the
+    samples left. Equal gaps are ordered by the seeded `rng`, and A/B by its coin.
+    """
+    if len(texts) != len(scores):
+        raise ValueError(f"{len(texts)} texts but {len(scores)} scores")
+    candidates = [
+        (i, j) for i, j in itertools.combinations(range(len(texts)), 2) if texts[i] != texts[j]
+    ]
+    # Shuffled before a stable sort: ties keep a seeded order, not the sampling order.
+    rng.shuffle(candidates)
+    candidates.sort(key=lambda pair: _gap(scores, *pair))
+    pairs: list[PlannedPair] = []
+    used: set[int] = set()
+    for i, j in candidates:
+        if len(pairs) >= max_pairs:
+            break
+        if i in used or j in used:
+            continue
+        used.update((i, j))
+        pairs.append(_orient(rng, i, j))
     return pairs

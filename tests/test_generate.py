@@ -1,4 +1,5 @@
-"""Round generation on tiny policies: samples, pairs, provenance, resume and refusals."""
+"""Round generation on tiny policies: samples, pairs, provenance, resume and refusals;
+pairs chosen by reward-model uncertainty."""
 
 from __future__ import annotations
 
@@ -12,6 +13,11 @@ from rlhf_train.errors import UserError
 from rlhf_train.generate import generate_round
 from rlhf_train.sampling import Decoding
 from tests.helpers import round_request, store_prompts
+
+LENGTH_REWARD = """
+def length(prompts, responses):
+    return [float(len(response)) for response in responses]
+"""
 
 
 def _add_prompts(workspace, n: int, chat: bool = False) -> None:
@@ -214,3 +220,134 @@ def test_samples_with_nul_characters_store_on_every_backend(workspace, tiny_poli
     with workspace.sessions() as session:
         stored = session.scalars(select(Sample.text).order_by(Sample.id.desc()).limit(2)).all()
     assert sorted(stored) == ["<script>", "ab"]
+
+
+def _lengths(samples: list[Sample]) -> list[float]:
+    return [float(len(s.text)) for s in samples]
+
+
+def _length_reward(tmp_path) -> str:
+    """A reward function whose scores a test can recompute: the response's length."""
+    path = tmp_path / "rm.py"
+    path.write_text(LENGTH_REWARD, encoding="utf-8")
+    return f"{path}:length"
+
+
+def _assert_greedy_closest(workspace, score) -> int:
+    """Every prompt's uncertainty pairs are, in turn, the closest-scoring pair of distinct
+    texts among its new samples not yet paired. Returns the number of such pairs.
+
+    `score(samples)` gives the rewards of a list of samples."""
+    with workspace.sessions() as session:
+        round_ = session.scalar(select(Round))
+        pairs = list(session.scalars(select(Pair).where(Pair.strategy == "uncertainty")))
+        samples = list(session.scalars(select(Sample).where(Sample.policy_id == round_.policy_id)))
+        scores = dict(zip([s.id for s in samples], score(samples), strict=True))
+    for prompt_id in {p.prompt_id for p in pairs}:
+        free = {s.id: s.text for s in samples if s.prompt_id == prompt_id}
+        chosen = [(p.sample_a_id, p.sample_b_id) for p in pairs if p.prompt_id == prompt_id]
+        # Largest gap last, as the greedy choice made them (ties in any order).
+        for a, b in sorted(chosen, key=lambda ab: abs(scores[ab[0]] - scores[ab[1]])):
+            closest = min(
+                abs(scores[i] - scores[j]) for i in free for j in free if free[i] != free[j]
+            )
+            assert abs(scores[a] - scores[b]) == pytest.approx(closest, abs=1e-5)
+            del free[a], free[b]
+    return len(pairs)
+
+
+def test_uncertainty_pairs_have_the_closest_rewards(workspace, tiny_policy, tmp_path) -> None:
+    _add_prompts(workspace, 6)
+    request = round_request(
+        tiny_policy,
+        n_prompts=6,
+        samples_per_prompt=4,
+        pair_strategy="uncertainty",
+        reward=_length_reward(tmp_path),
+    )
+    report = generate_round(workspace, request, False)
+    assert report.samples == 24  # every candidate is stored, paired or not
+    assert set(report.pairs_by_strategy) == {"uncertainty"}
+    assert _assert_greedy_closest(workspace, _lengths) == report.pairs > 0
+    assert "Uncertainty pairs were chosen by function" in report.summary()
+    assert "rm.py:length" in report.summary()
+    with workspace.sessions() as session:
+        for pair in session.scalars(select(Pair)):
+            assert pair.sample_a.text != pair.sample_b.text
+            assert pair.strategy == "uncertainty"
+
+
+def test_uncertainty_uses_the_newest_reward_model(workspace, tiny_policy, tmp_path) -> None:
+    from db.registry import register_model
+    from rlhf_train.reward_scorer import RewardScorer
+    from tests.tiny_models import build_tiny_reward_backbone
+
+    folder = build_tiny_reward_backbone(tmp_path / "rm")
+    with transaction(workspace.sessions) as session:
+        register_model(session, name="rm-1", kind="reward", path=str(folder))
+    _add_prompts(workspace, 3)
+    request = round_request(
+        tiny_policy, n_prompts=3, samples_per_prompt=4, pair_strategy="uncertainty"
+    )
+    report = generate_round(workspace, request, False)
+    assert "chosen by reward model rm-1" in report.summary()
+    scorer = RewardScorer.load(folder)
+
+    def score(samples: list[Sample]) -> list[float]:
+        return scorer.score([s.prompt.text for s in samples], [s.text for s in samples]).tolist()
+
+    assert _assert_greedy_closest(workspace, score) == report.pairs > 0
+
+
+def test_uncertainty_without_a_reward_model_writes_nothing(workspace, tiny_policy) -> None:
+    _add_prompts(workspace, 2)
+    request = round_request(tiny_policy, samples_per_prompt=4, pair_strategy="uncertainty")
+    with pytest.raises(
+        UserError, match="no reward model.*`rlhf train reward`.*--pair-strategy random"
+    ):
+        generate_round(workspace, request, False)
+    assert _count(workspace, Round) == _count(workspace, Sample) == _count(workspace, Model) == 0
+
+
+def test_uncertainty_alongside_new_vs_previous(
+    workspace, tiny_policy, tiny_policy_v2, tmp_path
+) -> None:
+    _add_prompts(workspace, 8)
+    request = round_request(
+        tiny_policy_v2,
+        previous_policy=str(tiny_policy),
+        n_prompts=8,
+        samples_per_prompt=4,
+        previous_fraction=0.5,
+        pair_strategy="uncertainty",
+        reward=_length_reward(tmp_path),
+    )
+    report = generate_round(workspace, request, False)
+    assert set(report.pairs_by_strategy) == {"uncertainty", "new_vs_previous"}
+    with workspace.sessions() as session:
+        round_ = session.scalar(select(Round))
+        for pair in session.scalars(select(Pair)):
+            policies = {pair.sample_a.policy_id, pair.sample_b.policy_id}
+            if pair.strategy == "new_vs_previous":
+                assert policies == {round_.policy_id, round_.previous_policy_id}
+            else:
+                assert policies == {round_.policy_id}
+    _assert_greedy_closest(workspace, _lengths)
+
+
+def test_generate_command_takes_the_pair_strategy(
+    workspace, tiny_policy, tmp_path, capsys, monkeypatch
+) -> None:
+    from rlhf_train.cli import main
+
+    monkeypatch.setenv("RLHF_DB_URL", workspace.db_url)
+    _add_prompts(workspace, 2)
+    common = ["--workspace", str(workspace.root), "generate", "--policy", str(tiny_policy)]
+    options = ["--n-prompts", "2", "--samples-per-prompt", "4", "--max-new-tokens", "4"]
+    options += ["--pair-strategy", "uncertainty", "--no-progress"]
+    assert main([*common, "--round", "1", *options]) == 2
+    assert "train one with `rlhf train reward`" in capsys.readouterr().err
+    assert main([*common, "--round", "1", *options, "--reward", _length_reward(tmp_path)]) == 0
+    assert "chosen by function" in capsys.readouterr().out
+    with workspace.sessions() as session:
+        assert set(session.scalars(select(Pair.strategy))) == {"uncertainty"}
