@@ -1,4 +1,4 @@
-"""The training commands of `rlhf`: train sft|reward, evaluate reward, models merge,
+"""The training commands of `rlhf`: train sft|reward, evaluate reward|policy, models merge,
 runs list. Each handler turns flags into options, calls one function, prints."""
 
 from __future__ import annotations
@@ -196,6 +196,30 @@ def cmd_evaluate_reward(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_evaluate_policy(args: argparse.Namespace) -> int:
+    from rlhf_train.policy_report import (
+        PolicyEvaluationOptions,
+        evaluate_policy_report,
+        summary_lines,
+    )
+
+    _quiet_if_asked(args)
+    overrides = {"runtime.device": args.device, "evaluate.n_prompts": args.n_prompts}
+    options = PolicyEvaluationOptions(
+        policy=args.policy,
+        against=args.against,
+        reference=args.reference,
+        reward=args.reward,
+        round_number=args.round,
+        out=Path(args.out).resolve() if args.out else None,
+        progress=not args.no_progress,
+    )
+    report = evaluate_policy_report(open_workspace(args, overrides), options)
+    print("\n".join(summary_lines(report.metrics)))
+    print(f"Evaluation {report.evaluation_id}: report and plots in {report.folder}")
+    return 0
+
+
 def cmd_runs_list(args: argparse.Namespace) -> int:
     from db.runs import list_runs
 
@@ -320,6 +344,7 @@ def add_training_commands(commands: argparse._SubParsersAction) -> None:
     evaluate_reward.add_argument("--data", required=True, help="an export folder")
     evaluate_reward.add_argument("--out", help="report folder (default: reports/MODEL/eval-EXPORT)")
     evaluate_reward.add_argument("--device", help="auto (default), cpu, cuda or cuda:N")
+    _add_evaluate_policy(evaluate_commands)
 
     runs = commands.add_parser("runs", help="Inspect training runs.")
     runs_commands = runs.add_subparsers(title="commands", metavar="COMMAND", required=True)
@@ -327,6 +352,45 @@ def add_training_commands(commands: argparse._SubParsersAction) -> None:
         runs_commands, "list", cmd_runs_list, "List training runs, newest first.", "rlhf runs list"
     )
     runs_list.add_argument("--limit", type=int, default=20, help="how many (default 20)")
+
+
+def _add_evaluate_policy(evaluate_commands: argparse._SubParsersAction) -> None:
+    parser = add_command(
+        evaluate_commands,
+        "policy",
+        cmd_evaluate_policy,
+        "Measure a policy on the held-out prompts, maybe against another; write a report.",
+        """
+        rlhf evaluate policy                              # the current policy
+        rlhf evaluate policy ppo-3 --against ppo-2 --round 3
+        rlhf evaluate policy ppo-3 --reward my_rewards.py:score --n-prompts 200
+        """,
+    )
+    parser.add_argument("policy", nargs="?", help="a policy (default: the current policy)")
+    parser.add_argument(
+        "--against", metavar="Q", help="a policy to compare with (win rates, side by side)"
+    )
+    parser.add_argument(
+        "--reference",
+        metavar="R",
+        help="the policy KL and perplexity are measured against (default: the root of the "
+        "policy's lineage)",
+    )
+    parser.add_argument(
+        "--reward",
+        metavar="RM",
+        help="a reward model (default: the newest one; none registered: no reward scores) or "
+        "a Python function module:function / file.py:function(prompts, responses)",
+    )
+    parser.add_argument("--round", type=int, metavar="N", help="the round this report belongs to")
+    parser.add_argument(
+        "--out", metavar="DIR", help="report folder (default: reports/policies/P[-vs-Q]-ID)"
+    )
+    parser.add_argument(
+        "--n-prompts", type=int, metavar="N", help="held-out prompts (evaluate.n_prompts)"
+    )
+    parser.add_argument("--device", help="auto (default), cpu, cuda or cuda:N")
+    parser.add_argument("--no-progress", action="store_true", help="no progress output")
 
 
 POLICY_EXAMPLES = {
