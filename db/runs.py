@@ -56,13 +56,33 @@ def child_runs(session: Session, run_id: int) -> list[TrainingRun]:
     return list(session.scalars(query))
 
 
+def claim_run(session: Session, run_id: int, worker: str) -> bool:
+    """Mark run `run_id` running for `worker` if it is still queued; False if another
+    worker was first. One conditional UPDATE: only one of several claims can win."""
+    now = utcnow()
+    claimed = session.execute(
+        update(TrainingRun)
+        .where(TrainingRun.id == run_id, TrainingRun.status == "queued")
+        .values(
+            status="running",
+            worker=worker,
+            attempts=TrainingRun.attempts + 1,
+            heartbeat_at=now,
+            started_at=now,
+            finished_at=None,
+            cancel_requested=False,
+        )
+        .execution_options(synchronize_session=False)
+    )
+    return claimed.rowcount == 1
+
+
 def claim_next_run(
     session: Session, worker: str, kinds: tuple[str, ...] = ("round",)
 ) -> int | None:
     """Take the oldest queued run of `kinds` for `worker`; None when there is none.
 
-    The caller commits at once: the claim is the conditional update, which only one of
-    several workers can win for a given run.
+    The caller commits at once, so that other workers see the claim.
     """
     candidates = session.scalars(
         select(TrainingRun.id)
@@ -70,22 +90,8 @@ def claim_next_run(
         .order_by(TrainingRun.id)
         .limit(5)
     ).all()
-    now = utcnow()
     for run_id in candidates:
-        claimed = session.execute(
-            update(TrainingRun)
-            .where(TrainingRun.id == run_id, TrainingRun.status == "queued")
-            .values(
-                status="running",
-                worker=worker,
-                attempts=TrainingRun.attempts + 1,
-                heartbeat_at=now,
-                started_at=now,
-                finished_at=None,
-            )
-            .execution_options(synchronize_session=False)
-        )
-        if claimed.rowcount == 1:
+        if claim_run(session, run_id, worker):
             return run_id
     return None
 
@@ -109,19 +115,25 @@ def mark_stale_runs(
     """Mark failed every running run whose heartbeat is older than `stale_after`."""
     now = now or utcnow()
     limit = now - stale_after
+    # Only runs a worker holds: a `rlhf train` in a terminal beats only at its steps,
+    # which may be minutes apart, and its user sees whether it still runs.
     stale = session.scalars(
         select(TrainingRun).where(
             TrainingRun.status == "running",
+            TrainingRun.worker.is_not(None),
             (TrainingRun.heartbeat_at.is_(None)) | (TrainingRun.heartbeat_at < limit),
         )
     ).all()
+    stale = list(stale) + [
+        step for run in stale for step in child_runs(session, run.id) if step.status == "running"
+    ]
     for run in stale:
         seen = run.heartbeat_at.strftime("%Y-%m-%d %H:%M:%S UTC") if run.heartbeat_at else "never"
         run.status = "failed"
         run.finished_at = now
         run.metrics = dict(run.metrics or {}) | {
             "error": f"no heartbeat since {seen}: its worker or machine stopped; "
-            f"`rlhf runs retry {run.id}` resumes it from its last checkpoint"
+            f"`rlhf runs retry {run.parent_id or run.id}` resumes it from its last checkpoint"
         }
     session.flush()
     return [run.id for run in stale]

@@ -11,6 +11,7 @@ from pathlib import Path
 from rlhf_train.cli_common import add_command as _add_command
 from rlhf_train.cli_common import examples as _examples
 from rlhf_train.cli_common import open_workspace as _workspace
+from rlhf_train.cli_loop import add_loop_commands
 from rlhf_train.cli_train import add_training_commands, cmd_models_merge
 from rlhf_train.errors import UserError
 
@@ -604,6 +605,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     show.add_argument("number", type=int)
     add_training_commands(commands)
+    add_loop_commands(commands)
     return parser
 
 

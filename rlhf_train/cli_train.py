@@ -220,22 +220,6 @@ def cmd_evaluate_policy(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_runs_list(args: argparse.Namespace) -> int:
-    from db.runs import list_runs
-
-    with open_workspace(args).sessions() as session:
-        runs = list_runs(session, limit=args.limit)
-        if not runs:
-            print("No training runs yet; start one with `rlhf train`.")
-        for run in runs:
-            started = run.started_at.strftime("%Y-%m-%d %H:%M") if run.started_at else "-"
-            print(
-                f"{run.id:>5}  {run.kind:<7} {run.status:<10} {run.progress:>5.0%}  "
-                f"started {started}  {run.metrics.get('error', '') if run.metrics else ''}"
-            )
-    return 0
-
-
 def _add_run_flags(parser: argparse.ArgumentParser) -> None:
     """What every training command takes: resuming, the device, quiet output."""
     parser.add_argument(
@@ -345,13 +329,6 @@ def add_training_commands(commands: argparse._SubParsersAction) -> None:
     evaluate_reward.add_argument("--out", help="report folder (default: reports/MODEL/eval-EXPORT)")
     evaluate_reward.add_argument("--device", help="auto (default), cpu, cuda or cuda:N")
     _add_evaluate_policy(evaluate_commands)
-
-    runs = commands.add_parser("runs", help="Inspect training runs.")
-    runs_commands = runs.add_subparsers(title="commands", metavar="COMMAND", required=True)
-    runs_list = add_command(
-        runs_commands, "list", cmd_runs_list, "List training runs, newest first.", "rlhf runs list"
-    )
-    runs_list.add_argument("--limit", type=int, default=20, help="how many (default 20)")
 
 
 def _add_evaluate_policy(evaluate_commands: argparse._SubParsersAction) -> None:

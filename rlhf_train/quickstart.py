@@ -16,6 +16,18 @@ from rlhf_train.workspace_setup import FIRST_LEAD_NAME, ensure_first_lead, init_
 
 
 def quickstart(workspace: Workspace, progress: bool = True) -> None:
+    prepare_first_round(workspace, progress)
+    password = ensure_first_lead(workspace)
+    if password is not None:
+        print(
+            f"Created the lead account {FIRST_LEAD_NAME!r} with password: {password}\n"
+            "It is shown only this once; note it now. Add more users with `rlhf users add`."
+        )
+
+
+def prepare_first_round(workspace: Workspace, progress: bool = True) -> None:
+    """Initialize, import the default prompts if there are none, and generate round 1
+    while it is the only round and incomplete."""
     init_workspace(workspace)
     print(f"Workspace: {workspace.root}")
     settings = workspace.config.prompts
@@ -39,9 +51,3 @@ def quickstart(workspace: Workspace, progress: bool = True) -> None:
         if not rounds:
             print(f"Generating round 1 from {request.policy} (the first run converts it once).")
         print(generate_round(workspace, request, progress=progress).summary())
-    password = ensure_first_lead(workspace)
-    if password is not None:
-        print(
-            f"Created the lead account {FIRST_LEAD_NAME!r} with password: {password}\n"
-            "It is shown only this once; note it now. Add more users with `rlhf users add`."
-        )

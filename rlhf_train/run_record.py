@@ -8,21 +8,39 @@ workspace's logs folder, one line per Trainer log event.
 from __future__ import annotations
 
 import json
+import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import select
+from sqlalchemy.exc import OperationalError
 from transformers import TrainerCallback
 
 from db.engine import transaction
 from db.models import TrainingRun, utcnow
+from rlhf_train.db_retry import with_retries
 from rlhf_train.errors import UserError
 from rlhf_train.workspace import Workspace
 
 UNFINISHED = ("queued", "running", "failed", "cancelled")
+
+# While a retraining job runs its steps, the runs they record belong to it: (job, round).
+_job: ContextVar[tuple[int, int | None] | None] = ContextVar("prefloop_job", default=None)
+
+
+@contextmanager
+def part_of_job(job_id: int, round_id: int | None) -> Iterator[None]:
+    """Runs started in this block record `job_id` as their parent and learn from `round_id`,
+    so that a policy can be traced to its retraining job and the judgments behind it."""
+    token = _job.set((job_id, round_id))
+    try:
+        yield
+    finally:
+        _job.reset(token)
 
 
 def start_run(
@@ -36,7 +54,14 @@ def start_run(
     with transaction(workspace.sessions) as session:
         run = session.get(TrainingRun, run_id) if run_id is not None else None
         if run is None:
-            run = TrainingRun(kind=kind, config=config, export_id=export_id)
+            parent_id, round_id = _job.get() or (None, None)
+            run = TrainingRun(
+                kind=kind,
+                config=config,
+                export_id=export_id,
+                parent_id=parent_id,
+                round_id=round_id,
+            )
             session.add(run)
             session.flush()
         run.status = "running"
@@ -54,15 +79,19 @@ def finish_run(
     metrics: dict[str, Any],
     output_model_id: int | None = None,
 ) -> None:
-    with transaction(workspace.sessions) as session:
-        run = session.get(TrainingRun, run_id)
-        run.status = status
-        run.metrics = dict(run.metrics or {}) | metrics
-        run.output_model_id = output_model_id
-        run.finished_at = utcnow()
-        run.heartbeat_at = run.finished_at
-        if status == "succeeded":
-            run.progress = 1.0
+
+    def write() -> None:
+        with transaction(workspace.sessions) as session:
+            run = session.get(TrainingRun, run_id)
+            run.status = status
+            run.metrics = dict(run.metrics or {}) | metrics
+            run.output_model_id = output_model_id
+            run.finished_at = utcnow()
+            run.heartbeat_at = run.finished_at
+            if status == "succeeded":
+                run.progress = 1.0
+
+    with_retries(write, f"recording that run {run_id} {status}")
 
 
 @contextmanager
@@ -138,10 +167,15 @@ class RunLog:
         if not force and now - self._last_write < self.interval:
             return
         self._last_write = now
-        with transaction(self.workspace.sessions) as session:
-            run = session.get(TrainingRun, self.run_id)
-            run.progress = min(1.0, done / total) if total else 0.0
-            run.heartbeat_at = utcnow()
+        try:
+            with transaction(self.workspace.sessions) as session:
+                run = session.get(TrainingRun, self.run_id)
+                run.progress = min(1.0, done / total) if total else 0.0
+                run.heartbeat_at = utcnow()
+        except OperationalError as error:
+            # A dashboard row can wait for the next step; the training must not stop.
+            reason = str(error.orig or error).strip().splitlines()[0]
+            print(f"warning: progress not recorded ({reason})", file=sys.stderr, flush=True)
 
 
 class RunProgress(TrainerCallback):

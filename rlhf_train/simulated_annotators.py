@@ -1,0 +1,108 @@
+"""Simulated annotators: they judge through the very functions the annotate page calls.
+
+Each one asks `next_pair` for a pair (so overlap, gold pairs and leases apply as they do
+to people), decides, and calls `record_judgment`. The decision comes from a task oracle
+(a judge function of the response, see judges.py) under the Bradley-Terry model:
+
+    P(prefer A) = sigmoid((oracle(A) - oracle(B)) / noise)
+
+so that `noise` 0 always follows the oracle and larger values blur close calls. Equal
+oracle scores give a tie. With probability `position_bias` an annotator picks whatever
+is shown on the left, without reading: the bias the Quality page's left-side rate shows.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from db.engine import transaction
+from db.judgments import Assignment, PairUnavailable, next_pair, record_judgment
+from rlhf_train.judges import sentiment, words
+from rlhf_train.workspace import Workspace
+
+Oracle = Callable[[Sequence[str]], list[float]]
+
+
+def _positive(texts: Sequence[str]) -> list[float]:
+    return sentiment([], texts)
+
+
+def _negative(texts: Sequence[str]) -> list[float]:
+    return [-score for score in sentiment([], texts)]
+
+
+def _shorter(texts: Sequence[str]) -> list[float]:
+    # Tens of words, so that a difference of one word weighs like a small sentiment shift.
+    return [-count / 10 for count in words([], texts)]
+
+
+TASKS: dict[str, Oracle] = {"positive": _positive, "negative": _negative, "shorter": _shorter}
+
+
+@dataclass(frozen=True)
+class Decision:
+    choice: str  # A, B or tie, in terms of the stored pair
+    left_sample: str  # which stored sample was shown on the left
+
+
+def decide(
+    score_a: float, score_b: float, rng: random.Random, noise: float, position_bias: float
+) -> Decision:
+    left = rng.choice("AB")
+    if rng.random() < position_bias:
+        return Decision(left, left)
+    if score_a == score_b:
+        return Decision("tie", left)
+    if noise == 0:
+        return Decision("A" if score_a > score_b else "B", left)
+    gap = (score_a - score_b) / noise
+    prefer_a = 1 / (1 + math.exp(-gap)) if gap > -700 else 0.0
+    return Decision("A" if rng.random() < prefer_a else "B", left)
+
+
+@dataclass
+class SimulatedAnnotator:
+    user_id: int
+    name: str
+    oracle: Oracle
+    noise: float
+    position_bias: float
+    rng: random.Random
+
+    def judge(self, assignment: Assignment) -> Decision:
+        score_a, score_b = self.oracle([assignment.text_a, assignment.text_b])
+        return decide(score_a, score_b, self.rng, self.noise, self.position_bias)
+
+
+def annotate(workspace: Workspace, annotators: list[SimulatedAnnotator], labels: int) -> int:
+    """Annotators take turns until `labels` judgments are made or no pair is left for any
+    of them; returns the number made."""
+    made = 0
+    active = list(annotators)
+    while made < labels and active:
+        for annotator in list(active):
+            if made >= labels:
+                break
+            with transaction(workspace.sessions) as session:
+                assignment = next_pair(session, annotator.user_id, rng=annotator.rng)
+            if assignment is None:
+                active.remove(annotator)
+                continue
+            decision = annotator.judge(assignment)
+            try:
+                with transaction(workspace.sessions) as session:
+                    record_judgment(
+                        session,
+                        annotator.user_id,
+                        assignment.pair_id,
+                        choice=decision.choice,
+                        left_sample=decision.left_sample,
+                        ms_spent=annotator.rng.randint(3000, 20000),
+                    )
+                made += 1
+            except PairUnavailable:
+                continue  # as in the app: someone else completed it; take the next one
+    return made

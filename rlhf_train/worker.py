@@ -1,0 +1,175 @@
+"""`rlhf worker`: run queued retraining jobs, one at a time, each in its own process.
+
+The job runs in a child process (`rlhf runs execute N`) so that whatever it does to the
+interpreter (CUDA, threads, a crash in native code) ends with it, and so that a cancel
+can stop it. Its output goes to logs/run-N.log. The worker beats the job's heartbeat
+while the child lives, stops the child when a lead cancels, and records an outcome the
+child could not record itself (killed, out of memory). Before each claim it marks
+failed the runs whose worker stopped beating.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+
+from db.engine import transaction
+from db.models import TrainingRun, utcnow
+from db.runs import child_runs, claim_next_run, mark_stale_runs
+from rlhf_train.db_retry import with_retries
+from rlhf_train.heartbeat import Heartbeat
+from rlhf_train.round_loop import worker_name
+from rlhf_train.workspace import Workspace
+
+# After SIGTERM, the child has this long to record its outcome before SIGKILL.
+TERMINATE_GRACE_SECONDS = 30
+
+
+@dataclass
+class WorkerReport:
+    runs: int = 0
+    succeeded: int = 0
+    failed: int = 0
+    cancelled: int = 0
+
+
+def log_file(workspace: Workspace, run_id: int) -> Path:
+    """Where a worker-run job's whole output goes, next to its JSON-lines log."""
+    return workspace.logs_dir / f"run-{run_id}.log"
+
+
+def execute_command(workspace: Workspace, run_id: int) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "rlhf_train.cli",
+        "--workspace",
+        str(workspace.root),
+        "runs",
+        "execute",
+        str(run_id),
+    ]
+
+
+class _Child:
+    def __init__(self, process: subprocess.Popen) -> None:
+        self.process = process
+        self.stop_reason: str | None = None
+
+    def stop(self, reason: str) -> None:
+        if self.process.poll() is not None:
+            return
+        self.stop_reason = reason
+        # The child turns SIGTERM into KeyboardInterrupt and records itself cancelled.
+        self.process.terminate()
+        try:
+            self.process.wait(TERMINATE_GRACE_SECONDS)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+
+
+def run_one(workspace: Workspace, run_id: int, worker: str) -> str:
+    """Run claimed job `run_id` in a child process; returns its final status."""
+    settings = workspace.config.worker
+    log_path = log_file(workspace, run_id)
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with transaction(workspace.sessions) as session:
+        run = session.get(TrainingRun, run_id)
+        run.log_path = str(workspace.logs_dir / f"run-{run_id}.jsonl")
+        attempt = run.attempts
+    environment = dict(os.environ, PYTHONUNBUFFERED="1")
+    with log_path.open("a", encoding="utf-8") as log:
+        log.write(f"=== attempt {attempt} by {worker} at {utcnow():%Y-%m-%d %H:%M:%S} UTC ===\n")
+        log.flush()
+        process = subprocess.Popen(
+            execute_command(workspace, run_id),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=environment,
+        )
+        child = _Child(process)
+        with Heartbeat(
+            workspace,
+            run_id,
+            worker,
+            settings.heartbeat_seconds,
+            on_cancel=lambda: child.stop("cancelled by a lead"),
+            on_lost=lambda: child.stop("taken over after a stale heartbeat"),
+        ):
+            try:
+                code = process.wait()
+            except KeyboardInterrupt:
+                child.stop("the worker was stopped; `rlhf runs retry` resumes the run")
+                _settle(workspace, run_id, worker, process.returncode or -2, child.stop_reason)
+                raise
+    return with_retries(
+        lambda: _settle(workspace, run_id, worker, code, child.stop_reason),
+        f"recording the outcome of run {run_id}",
+    )
+
+
+def _settle(
+    workspace: Workspace, run_id: int, worker: str, code: int, stop_reason: str | None
+) -> str:
+    """The job's final status; set here when the child ended without recording one."""
+    with transaction(workspace.sessions) as session:
+        run = session.get(TrainingRun, run_id)
+        if run.status != "running" or run.worker != worker:
+            return run.status
+        cancelled = stop_reason == "cancelled by a lead"
+        status = "cancelled" if cancelled else "failed"
+        how = f"killed by signal {-code}" if code < 0 else f"exited with code {code}"
+        error = stop_reason or f"the run's process {how}; see {log_file(workspace, run_id)}"
+        now = utcnow()
+        for held in [run, *child_runs(session, run_id)]:
+            if held.status == "running":
+                held.status = status
+                held.finished_at = now
+                held.metrics = dict(held.metrics or {}) | {"error": error}
+        return status
+
+
+def _install_stop_handler() -> None:
+    # A supervisor's SIGTERM stops the worker like Ctrl-C: the child is stopped and the
+    # run left for a retry.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+
+
+def run_worker(
+    workspace: Workspace,
+    once: bool = False,
+    max_runs: int | None = None,
+    name: str | None = None,
+) -> WorkerReport:
+    """Take queued jobs until stopped; with `once`, stop when the queue is empty."""
+    settings = workspace.config.worker
+    worker = name or worker_name()
+    report = WorkerReport()
+    _install_stop_handler()
+    print(f"Worker {worker} waiting for retraining jobs (Ctrl+C stops it).", flush=True)
+    while max_runs is None or report.runs < max_runs:
+        with transaction(workspace.sessions) as session:
+            stale = mark_stale_runs(session, timedelta(seconds=settings.stale_after_seconds))
+        for run_id in stale:
+            print(f"Run {run_id} had no heartbeat: marked failed (retry resumes it).", flush=True)
+        with transaction(workspace.sessions) as session:
+            run_id = claim_next_run(session, worker)
+        if run_id is None:
+            if once:
+                break
+            time.sleep(settings.poll_seconds)
+            continue
+        print(f"Run {run_id}: started; output in {log_file(workspace, run_id)}", flush=True)
+        status = run_one(workspace, run_id, worker)
+        print(f"Run {run_id}: {status}.", flush=True)
+        report.runs += 1
+        if status in ("succeeded", "failed", "cancelled"):
+            setattr(report, status, getattr(report, status) + 1)
+    return report
