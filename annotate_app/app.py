@@ -31,6 +31,7 @@ def main() -> None:
             st.Page(PAGES / "quality.py", title="Quality", url_path="quality"),
             st.Page(PAGES / "users.py", title="Users", url_path="users"),
             st.Page(PAGES / "runs.py", title="Training runs", url_path="runs"),
+            st.Page(PAGES / "progress.py", title="Progress", url_path="progress"),
         ]
     navigation = st.navigation(pages)
     with st.sidebar:
