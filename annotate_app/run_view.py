@@ -141,6 +141,10 @@ def numeric_curves(records: Iterable[dict[str, Any]]) -> pd.DataFrame:
     records of one step (a train and an eval log event) become one row."""
     rows = []
     for position, record in enumerate(records):
+        if "step" in record and _number(record["step"]) is None:
+            # A retraining job's step events ({"event": "step", "step": "reward", ...}):
+            # what happened, not a point of a curve.
+            continue
         numbers = {}
         for key, value in record.items():
             number = _number(value)
@@ -250,4 +254,7 @@ def step_rows(metrics: dict[str, Any] | None) -> list[dict[str, str]]:
         else:
             row["value"] = _cell(values)
         rows.append(row)
+    if isinstance(current, str) and current not in steps:
+        # A step is recorded when it ends; the one under way has only its name so far.
+        rows.append({"step": current, "current": "◀"})
     return rows

@@ -79,6 +79,8 @@ def test_numeric_curves_keep_numbers_per_step() -> None:
         {"step": 2, "eval_loss": 0.9},
         {"epoch": 0.5, "loss": 1.5},  # no step: numbered by position
         {"step": "x"},
+        # A retraining job's step event is not a point, whatever numbers it has.
+        {"event": "step", "step": "reward", "status": "done", "seconds": 12.5},
     ]
     frame = numeric_curves(records)
     assert list(frame.index) == [1, 2, 4]
@@ -156,6 +158,21 @@ def test_step_rows_of_a_retraining_job() -> None:
     assert rows[2]["extra"] == '{"a": 1}'
     assert rows[3]["value"] == "pending"
     assert all(isinstance(value, str) for row in rows for value in row.values())
+    # The worker's layout: the step under way is not in "steps" until it ends.
+    running = {
+        "current_step": "reward",
+        "steps": {"close": {"done": True, "outputs": {"pairs": 3}, "seconds": 0.4}},
+    }
+    assert step_rows(running) == [
+        {
+            "step": "close",
+            "current": "",
+            "done": "True",
+            "outputs": '{"pairs": 3}',
+            "seconds": "0.4",
+        },
+        {"step": "reward", "current": "◀"},
+    ]
     assert step_rows({}) == []
     assert step_rows(None) == []
     assert step_rows({"steps": "garbage"}) == []
