@@ -119,6 +119,55 @@ def cmd_runs_show(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_simulate(args: argparse.Namespace) -> int:
+    from rlhf_train.loading import configure_threads
+    from rlhf_train.simulate import TASK_FIGURES, SimulationOptions, simulate
+
+    workspace = open_workspace(args, {"runtime.device": args.device})
+    configure_threads(workspace.config.runtime.threads)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    options = SimulationOptions(
+        task=args.task,
+        annotators=args.annotators,
+        rounds=args.rounds,
+        labels_per_round=args.labels_per_round,
+        noise=args.noise,
+        position_bias=args.position_bias,
+        seed=args.seed,
+        round_options=_options(args),
+        progress=not args.no_progress,
+    )
+    records = simulate(workspace, options)
+    key, meaning = TASK_FIGURES[args.task]
+    first, last = records[0].figure, records[-1].figure
+    if first is not None and last is not None:
+        print(f"{key} ({meaning}): {first:.3f} -> {last:.3f} over {args.rounds} rounds.")
+    return 0
+
+
+def _add_round_flags(parser: argparse.ArgumentParser) -> None:
+    """What a lead may choose per retraining, for round next and simulate alike."""
+    parser.add_argument("--optimizer", choices=["ppo", "dpo", "rloo", "grpo"])
+    parser.add_argument(
+        "--cumulative",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="export every round up to it, or only it (default: loop.cumulative)",
+    )
+    parser.add_argument(
+        "--pair-strategy",
+        choices=["random", "uncertainty"],
+        help="how the next round's new-vs-new pairs are chosen (generation.pair_strategy)",
+    )
+    parser.add_argument("--lora", action="store_true", help="optimize a LoRA adapter ([lora])")
+    parser.add_argument("--max-steps", type=int, help="optimizer steps (optimize.steps)")
+    parser.add_argument("--reward-max-steps", type=int, help="reward model training steps")
+    parser.add_argument("--next-prompts", type=int, help="prompts in the next round")
+    parser.add_argument("--notes", help="a note kept with the run")
+    parser.add_argument("--device", help="auto (default), cpu, cuda or cuda:N")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
 def add_loop_commands(commands: argparse._SubParsersAction) -> None:
     round_ = commands.add_parser("round", help="Retrain from a round and open the next one.")
     round_commands = round_.add_subparsers(title="commands", metavar="COMMAND", required=True)
@@ -134,29 +183,48 @@ def add_loop_commands(commands: argparse._SubParsersAction) -> None:
         rlhf round next --pair-strategy uncertainty --max-steps 50
         """,
     )
-    next_.add_argument("--optimizer", choices=["ppo", "dpo", "rloo", "grpo"])
     next_.add_argument("--round", type=int, help="the round to learn from (default: the newest)")
-    next_.add_argument(
-        "--cumulative",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="export every round up to it, or only it (default: loop.cumulative)",
-    )
-    next_.add_argument(
-        "--pair-strategy",
-        choices=["random", "uncertainty"],
-        help="how the next round's new-vs-new pairs are chosen (generation.pair_strategy)",
-    )
-    next_.add_argument("--lora", action="store_true", help="optimize a LoRA adapter ([lora])")
-    next_.add_argument("--max-steps", type=int, help="optimizer steps (optimize.steps)")
-    next_.add_argument("--reward-max-steps", type=int, help="reward model training steps")
-    next_.add_argument("--next-prompts", type=int, help="prompts in the next round")
-    next_.add_argument("--notes", help="a note kept with the run")
     next_.add_argument(
         "--queue", action="store_true", help="queue it for `rlhf worker` instead of running it"
     )
-    next_.add_argument("--device", help="auto (default), cpu, cuda or cuda:N")
-    next_.add_argument("--no-progress", action="store_true", help="no progress bars")
+    _add_round_flags(next_)
+
+    simulate = add_command(
+        commands,
+        "simulate",
+        cmd_simulate,
+        "Run the loop unattended: simulated annotators judge each round through the app's "
+        "database functions (overlap, gold, leases), preferring by a task oracle with "
+        "Bradley-Terry noise, then `round next` retrains. Prints the oracle figure, reward, "
+        "KL and diversity of the policy per round.",
+        """
+        rlhf simulate --task positive --annotators 3 --rounds 2 --labels-per-round 256
+        rlhf simulate --task shorter --rounds 3 --labels-per-round 64 --noise 0.3
+        rlhf simulate --task negative --position-bias 0.2 --pair-strategy uncertainty
+        """,
+    )
+    simulate.add_argument("--task", required=True, choices=["positive", "negative", "shorter"])
+    simulate.add_argument("--annotators", type=int, default=3, help="how many (default 3)")
+    simulate.add_argument("--rounds", type=int, default=2, help="retrainings (default 2)")
+    simulate.add_argument(
+        "--labels-per-round", type=int, default=256, help="judgments per round (default 256)"
+    )
+    simulate.add_argument(
+        "--noise",
+        type=float,
+        default=0.1,
+        help="Bradley-Terry temperature: P(A) = sigmoid((oracle(A) - oracle(B)) / noise); "
+        "0 always follows the oracle (default 0.1)",
+    )
+    simulate.add_argument(
+        "--position-bias",
+        type=float,
+        default=0.0,
+        help="chance that an annotator picks the left response unread (default 0)",
+    )
+    simulate.add_argument("--seed", type=int, default=0, help="the annotators' seed")
+    simulate.add_argument("--round", type=int, help=argparse.SUPPRESS)
+    _add_round_flags(simulate)
 
     worker = add_command(
         commands,

@@ -137,7 +137,7 @@ def _open_round(workspace: Workspace) -> Round:
 
 def _record(round_number: int, policy: str, labels: int, task: str, metrics: dict, seconds: float):
     figure_key = TASK_FIGURES[task][0]
-    mine = metrics.get("policy", metrics)
+    mine = (metrics.get("figures") or {}).get("policy") or {}
     return RoundRecord(
         round=round_number,
         policy=policy,
@@ -160,7 +160,7 @@ def _evaluate_start(workspace: Workspace, round_: Round, options: SimulationOpti
         policy = session.get(Model, round_.policy_id).name
     report = evaluate_policy_report(
         workspace,
-        PolicyEvaluationOptions(policy=policy, round_number=0, progress=options.progress),
+        PolicyEvaluationOptions(policy=policy, progress=options.progress),
     )
     return {"policy": policy, "metrics": report.metrics}
 

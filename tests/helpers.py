@@ -61,3 +61,30 @@ def record_votes(workspace, votes: dict[int, list[tuple[str, str, int | None]]])
                     left_sample="A",
                 )
     return pair_ids
+
+
+def loop_settings(policy: Path, reward_backbone: Path) -> dict[str, str]:
+    """RLHF_* variables that size the whole loop (generation, reward, PPO, evaluation)
+    for tiny models; set them in the environment so that worker processes see them."""
+    return {
+        "RLHF_MODELS_POLICY": str(policy),
+        "RLHF_MODELS_REWARD_BACKBONE": str(reward_backbone),
+        "RLHF_RUNTIME_THREADS": "1",
+        "RLHF_RUNTIME_DEVICE": "cpu",
+        "RLHF_GENERATION_N_PROMPTS": "8",
+        "RLHF_GENERATION_MAX_NEW_TOKENS": "6",
+        "RLHF_GENERATION_BATCH_SIZE": "8",
+        "RLHF_ROUND_OVERLAP": "1",
+        "RLHF_REWARD_BATCH_SIZE": "4",
+        "RLHF_REWARD_MAX_LENGTH": "32",
+        "RLHF_OPTIMIZE_STEPS": "2",
+        "RLHF_OPTIMIZE_BATCH_SIZE": "4",
+        "RLHF_OPTIMIZE_MAX_NEW_TOKENS": "6",
+        "RLHF_OPTIMIZE_CHECKPOINT_EVERY": "1",
+        "RLHF_PPO_MINIBATCH_SIZE": "4",
+        "RLHF_PPO_PPO_EPOCHS": "1",
+        "RLHF_EVALUATE_N_PROMPTS": "4",
+        "RLHF_EVALUATE_MAX_NEW_TOKENS": "6",
+        "RLHF_WORKER_POLL_SECONDS": "0.2",
+        "RLHF_WORKER_HEARTBEAT_SECONDS": "0.5",
+    }

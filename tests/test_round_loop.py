@@ -23,7 +23,7 @@ from rlhf_train.cli import main
 from rlhf_train.generate import generate_round, request_from_config
 from rlhf_train.run_summary import describe_run
 from rlhf_train.workspace import Workspace
-from tests.helpers import record_votes
+from tests.helpers import loop_settings, record_votes
 from tests.tiny_models import build_tiny_reward_backbone
 
 PROMPTS = [f"The film number {i} was" for i in range(24)]
@@ -34,36 +34,11 @@ def reward_backbone(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_tiny_reward_backbone(tmp_path_factory.mktemp("loop-rm"))
 
 
-def tiny_settings(policy: Path, reward_backbone: Path) -> dict[str, str]:
-    return {
-        "RLHF_MODELS_POLICY": str(policy),
-        "RLHF_MODELS_REWARD_BACKBONE": str(reward_backbone),
-        "RLHF_RUNTIME_THREADS": "1",
-        "RLHF_RUNTIME_DEVICE": "cpu",
-        "RLHF_GENERATION_N_PROMPTS": "8",
-        "RLHF_GENERATION_MAX_NEW_TOKENS": "6",
-        "RLHF_GENERATION_BATCH_SIZE": "8",
-        "RLHF_ROUND_OVERLAP": "1",
-        "RLHF_REWARD_BATCH_SIZE": "4",
-        "RLHF_REWARD_MAX_LENGTH": "32",
-        "RLHF_OPTIMIZE_STEPS": "2",
-        "RLHF_OPTIMIZE_BATCH_SIZE": "4",
-        "RLHF_OPTIMIZE_MAX_NEW_TOKENS": "6",
-        "RLHF_OPTIMIZE_CHECKPOINT_EVERY": "1",
-        "RLHF_PPO_MINIBATCH_SIZE": "4",
-        "RLHF_PPO_PPO_EPOCHS": "1",
-        "RLHF_EVALUATE_N_PROMPTS": "4",
-        "RLHF_EVALUATE_MAX_NEW_TOKENS": "6",
-        "RLHF_WORKER_POLL_SECONDS": "0.2",
-        "RLHF_WORKER_HEARTBEAT_SECONDS": "0.5",
-    }
-
-
 @pytest.fixture
 def loop_ws(tmp_path, db_url, tiny_policy, reward_backbone, monkeypatch) -> Workspace:
     """A workspace whose round 1 (8 pairs from the tiny policy) is fully judged."""
     monkeypatch.setenv("RLHF_DB_URL", db_url)
-    for key, value in tiny_settings(tiny_policy, reward_backbone).items():
+    for key, value in loop_settings(tiny_policy, reward_backbone).items():
         monkeypatch.setenv(key, value)
     root = tmp_path / "ws"
     assert main(["--workspace", str(root), "init"]) == 0
@@ -214,11 +189,11 @@ def _worker(workspace: Workspace) -> subprocess.Popen:
     )
 
 
-def _wait_for(condition, seconds: float = 120.0) -> None:
+def _wait_for(condition, seconds: float = 240.0, explain=None) -> None:
     deadline = time.monotonic() + seconds
     while not condition():
         if time.monotonic() > deadline:
-            raise AssertionError("timed out")
+            raise AssertionError("timed out" + (f":\n{explain()}" if explain else ""))
         time.sleep(0.2)
 
 
@@ -257,7 +232,10 @@ def test_cancel_stops_the_worker_run_and_a_killed_worker_is_marked_failed_then_r
     # running with a heartbeat that goes stale.
     assert rlhf(loop_ws, "runs", "retry", str(job_id)) == 0
     worker = _worker(loop_ws)
-    _wait_for(lambda: _step_running(loop_ws, "ppo") and _checkpointed(loop_ws))
+    _wait_for(
+        lambda: _step_running(loop_ws, "ppo") and _checkpointed(loop_ws),
+        explain=lambda: describe_run(loop_ws, job_id, 40),
+    )
     os.killpg(worker.pid, signal.SIGKILL)
     worker.wait()
     assert _job(loop_ws).status == "running"
