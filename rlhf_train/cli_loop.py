@@ -19,6 +19,7 @@ def _options(args: argparse.Namespace):
         lora=args.lora,
         reward_max_steps=args.reward_max_steps,
         optimize_max_steps=args.max_steps,
+        optimize_time_limit=args.time_limit,
         next_prompts=args.next_prompts,
         notes=args.notes or "",
         progress=not args.no_progress,
@@ -161,6 +162,12 @@ def _add_round_flags(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--lora", action="store_true", help="optimize a LoRA adapter ([lora])")
     parser.add_argument("--max-steps", type=int, help="optimizer steps (optimize.steps)")
+    parser.add_argument(
+        "--time-limit",
+        type=float,
+        metavar="MINUTES",
+        help="stop the optimizer after the step that passes this budget, keeping its result",
+    )
     parser.add_argument("--reward-max-steps", type=int, help="reward model training steps")
     parser.add_argument("--next-prompts", type=int, help="prompts in the next round")
     parser.add_argument("--notes", help="a note kept with the run")

@@ -59,6 +59,7 @@ class NextRoundOptions:
     lora: bool = False
     reward_max_steps: int | None = None  # None: the reward model's epochs decide
     optimize_max_steps: int | None = None  # None: optimize.steps
+    optimize_time_limit: float | None = None  # minutes for the optimizer; None: no limit
     next_prompts: int | None = None  # None: loop.next_prompts, else generation.n_prompts
     notes: str = ""
     progress: bool = True
@@ -116,9 +117,10 @@ def _check_options(options: NextRoundOptions) -> None:
         ("--reward-max-steps", options.reward_max_steps),
         ("--max-steps", options.optimize_max_steps),
         ("--next-prompts", options.next_prompts),
+        ("--time-limit", options.optimize_time_limit),
     ):
-        if value is not None and value < 1:
-            raise UserError(f"{name} is {value}; pass 1 or more.")
+        if value is not None and value <= 0:
+            raise UserError(f"{name} is {value}; pass a number above 0.")
 
 
 def options_of(job: TrainingRun) -> NextRoundOptions:
@@ -383,6 +385,7 @@ def _optimize(job: Job) -> StepResult:
         name=_free_name(job, f"policy-r{job.round_number}"),
         lora=job.options.lora,
         max_steps=job.options.optimize_max_steps,
+        time_limit=job.options.optimize_time_limit,
         progress=job.options.progress,
     )
     model_id, name, run_id = _train_step(
