@@ -189,6 +189,14 @@ def cmd_models_register(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_models_trace(args: argparse.Namespace) -> int:
+    from rlhf_train.trace import trace_model
+
+    with _workspace(args).sessions() as session:
+        print("\n".join(trace_model(session, args.name)))
+    return 0
+
+
 def cmd_models_promote(args: argparse.Namespace) -> int:
     from db.engine import transaction
     from db.registry import find_model, promote
@@ -463,6 +471,15 @@ def build_parser() -> argparse.ArgumentParser:
     register.add_argument("location", help="a model folder or a hub id")
     register.add_argument("--kind", required=True, choices=["policy", "reward"])
     register.add_argument("--parent", help="registered model it was trained from")
+    trace = _add_command(
+        models_commands,
+        "trace",
+        cmd_models_trace,
+        "Trace a model back to the judgments that made it: its training run, retraining job, "
+        "export, rounds and reward model, then its parent, up to the root.",
+        "rlhf models trace policy-r2",
+    )
+    trace.add_argument("name")
     promote = _add_command(
         models_commands,
         "promote",

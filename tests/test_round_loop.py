@@ -126,6 +126,12 @@ def test_round_next_turns_round_1_into_a_promoted_policy_and_an_open_round_2(
     log = [json.loads(line) for line in Path(job.log_path).read_text().splitlines()]
     assert [r["step"] for r in log if r.get("status") == "done"] == list(steps)
 
+    assert rlhf(loop_ws, "models", "trace", "policy-r1") == 0
+    trace = capsys.readouterr().out
+    assert f"trained by ppo run {ppo.id} (succeeded), a step of retraining run {job.id}" in trace
+    assert "learned from round 1" in trace and "round 1: 8 judgments" in trace
+    assert "against reward model 'reward-r1'" in trace and "parent:" in trace
+
     # Nothing new was judged since: a second retraining is refused with one sentence.
     assert rlhf(loop_ws, "round", "next", "--round", "1") == 2
     assert "already trained from" in capsys.readouterr().err
