@@ -247,22 +247,52 @@ def test_cancel_stops_the_worker_run_and_a_killed_worker_is_marked_failed_then_r
     assert _job(loop_ws).status == "running"
 
     monkeypatch.setenv("RLHF_WORKER_STALE_AFTER_SECONDS", "1")
-    monkeypatch.setenv("RLHF_OPTIMIZE_STEPS", "4")
     time.sleep(1.5)
     assert rlhf(loop_ws, "worker", "--once") == 0
     out = capsys.readouterr().out
     assert f"Run {job_id} had no heartbeat: marked failed" in out
     job = _job(loop_ws)
     assert job.status == "failed" and "no heartbeat" in job.metrics["error"]
+
+    # Retried; this time only the job's process dies (as under the OOM killer), while
+    # its worker lives on and records the death.
+    monkeypatch.setenv("RLHF_WORKER_STALE_AFTER_SECONDS", "120")
+    assert rlhf(loop_ws, "runs", "retry", str(job_id)) == 0
+    worker = _worker(loop_ws)
+    try:
+        _wait_for(
+            lambda: _step_running(loop_ws, "ppo"), explain=lambda: describe_run(loop_ws, job_id)
+        )
+        killed_ppo = _running_id(loop_ws, "ppo")
+        child = subprocess.run(
+            ["pgrep", "-f", f"{loop_ws.root} runs execute {job_id}"], capture_output=True, text=True
+        ).stdout.split()
+        assert len(child) == 1
+        os.kill(int(child[0]), signal.SIGKILL)
+        _wait_for(lambda: _job(loop_ws).status == "failed", 60)
+    finally:
+        os.killpg(worker.pid, signal.SIGKILL)
+        worker.wait()
+    job = _job(loop_ws)
+    assert "killed by signal 9" in job.metrics["error"]
+
+    monkeypatch.setenv("RLHF_OPTIMIZE_STEPS", "4")
     assert rlhf(loop_ws, "runs", "retry", str(job_id)) == 0
     assert rlhf(loop_ws, "worker", "--once") == 0
     job = _job(loop_ws)
-    assert job.status == "succeeded" and job.attempts == 3, describe_run(loop_ws, job_id, 60)
+    assert job.status == "succeeded" and job.attempts == 4, describe_run(loop_ws, job_id, 60)
     with loop_ws.sessions() as session:
-        runs = session.scalars(select(TrainingRun).where(TrainingRun.kind == "ppo")).all()
+        ppo = session.scalars(select(TrainingRun).where(TrainingRun.kind == "ppo")).all()
         # The killed PPO run resumed from its checkpoint rather than starting over.
-        assert [run.status for run in runs][-1] == "succeeded"
+        assert [run.id for run in ppo if run.status == "succeeded"] == [killed_ppo]
         assert current_policy(session).name == "policy-r1"
+
+
+def _running_id(workspace: Workspace, kind: str) -> int:
+    with workspace.sessions() as session:
+        return session.scalar(
+            select(TrainingRun.id).where(TrainingRun.kind == kind, TrainingRun.status == "running")
+        )
 
 
 def _checkpointed(workspace: Workspace) -> bool:
