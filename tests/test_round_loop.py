@@ -264,11 +264,9 @@ def test_cancel_stops_the_worker_run_and_a_killed_worker_is_marked_failed_then_r
             lambda: _step_running(loop_ws, "ppo"), explain=lambda: describe_run(loop_ws, job_id)
         )
         killed_ppo = _running_id(loop_ws, "ppo")
-        child = subprocess.run(
-            ["pgrep", "-f", f"{loop_ws.root} runs execute {job_id}"], capture_output=True, text=True
-        ).stdout.split()
+        child = _processes_running(f"{loop_ws.root} runs execute {job_id}")
         assert len(child) == 1
-        os.kill(int(child[0]), signal.SIGKILL)
+        os.kill(child[0], signal.SIGKILL)
         _wait_for(lambda: _job(loop_ws).status == "failed", 60)
     finally:
         os.killpg(worker.pid, signal.SIGKILL)
@@ -286,6 +284,21 @@ def test_cancel_stops_the_worker_run_and_a_killed_worker_is_marked_failed_then_r
         # The killed PPO run resumed from its checkpoint rather than starting over.
         assert [run.id for run in ppo if run.status == "succeeded"] == [killed_ppo]
         assert current_policy(session).name == "policy-r1"
+
+
+def _processes_running(command_part: str) -> list[int]:
+    """Pids whose command line contains `command_part` (from /proc: no procps needed)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        if command_part in command:
+            found.append(int(entry.name))
+    return found
 
 
 def _running_id(workspace: Workspace, kind: str) -> int:
