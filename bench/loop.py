@@ -29,7 +29,8 @@ Run it from the repository root:
     python bench/loop.py --quick                          # a smoke run; writes nothing
 
 Scenarios: positive-random, negative-random, positive-uncertainty. Results go to
-bench/results/loop.json (rewritten after every scenario, so a long run keeps what it did).
+bench/results/loop.json and docs/loop.png (rewritten after every scenario, so a long run
+keeps what it did).
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.common import cpu_clock, cpu_model, other_cores, write_json  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results" / "loop.json"
+PLOT = Path(__file__).resolve().parents[1] / "docs" / "loop.png"
 SCENARIOS = {
     "positive-random": ("positive", "random"),
     "negative-random": ("negative", "random"),
@@ -113,6 +115,7 @@ def run_scenario(name: str, args: argparse.Namespace) -> dict:
             raise SystemExit(f"scenario {name} failed with exit code {completed.returncode}")
         summary_file = next((root / "reports" / "simulations").glob("*.json"))
         summary = json.loads(summary_file.read_text())
+        curves = optimizer_curves(root)
     rounds = summary["rounds"]
     rows = []
     labels = 0
@@ -146,7 +149,68 @@ def run_scenario(name: str, args: argparse.Namespace) -> dict:
         "distinct_2_ratio": (
             last["distinct_2"] / base["distinct_2"] if base["distinct_2"] else None
         ),
+        "optimizer_curves": curves,
     }
+
+
+def optimizer_curves(root: Path) -> list[dict]:
+    """Per retraining, the optimizer's reward and KL at each step, from its JSON-lines log."""
+    import sqlite3
+
+    with sqlite3.connect(root / "prefloop.db") as connection:
+        runs = connection.execute(
+            "SELECT r.number, t.log_path FROM training_runs t JOIN rounds r ON r.id = t.round_id "
+            "WHERE t.kind = 'ppo' AND t.status = 'succeeded' ORDER BY r.number"
+        ).fetchall()
+    curves = []
+    for number, log_path in runs:
+        steps = [
+            json.loads(line)
+            for line in Path(log_path).read_text(encoding="utf-8").splitlines()
+            if line.strip()
+        ]
+        steps = [record for record in steps if "kl" in record and "score_mean" in record]
+        curves.append(
+            {
+                "round": number,
+                "step": [record["step"] for record in steps],
+                "score_mean": [round(record["score_mean"], 4) for record in steps],
+                "kl": [round(record["kl"], 4) for record in steps],
+            }
+        )
+    return curves
+
+
+def plot(results: dict, path: Path) -> None:
+    """The oracle figure against labels, and the optimizer's reward and KL per step."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, (left, middle, right) = plt.subplots(1, 3, figsize=(15, 4.2))
+    for name, scenario in results["scenarios"].items():
+        rows = scenario["rounds"]
+        left.plot(
+            [row["labels_total"] for row in rows],
+            [row["figure"] for row in rows],
+            marker="o",
+            label=f"{name} ({scenario['figure_name']})",
+        )
+        for curve in scenario.get("optimizer_curves", []):
+            label = f"{name}, round {curve['round']}"
+            middle.plot(curve["step"], curve["score_mean"], label=label)
+            right.plot(curve["step"], curve["kl"], label=label)
+    left.set(xlabel="labels", ylabel="oracle figure", title="Policy after each round")
+    middle.set(xlabel="PPO step", ylabel="reward-model score", title="PPO: reward")
+    right.set(xlabel="PPO step", ylabel="KL (nats per response)", title="PPO: KL to start")
+    for axis in (left, middle, right):
+        axis.grid(alpha=0.3)
+        axis.legend(fontsize=7)
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
 
 
 def labels_to_reach(rows: list[dict], target: float) -> float | None:
@@ -253,6 +317,7 @@ def main() -> None:
         results["verdict"] = verdict(results)
         if out is not None:
             write_json(out, results)
+            plot(results, PLOT if out == RESULTS else out.with_suffix(".png"))
         print_table(results)
 
 
