@@ -45,7 +45,12 @@ def cmd_up(args: argparse.Namespace) -> int:
     quickstart(workspace, progress=not args.no_progress)
     if args.no_serve:
         return 0
-    return serve(workspace, workspace.config.serve.port, workspace.config.serve.address)
+    return serve(
+        workspace,
+        workspace.config.serve.port,
+        workspace.config.serve.address,
+        with_worker=not args.no_worker,
+    )
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -53,7 +58,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     workspace = _workspace(args, {"serve.port": args.port, "serve.address": args.address})
     workspace.sessions  # noqa: B018 - fail here, not in the browser, if not initialized
-    return serve(workspace, workspace.config.serve.port, workspace.config.serve.address)
+    return serve(
+        workspace,
+        workspace.config.serve.port,
+        workspace.config.serve.address,
+        with_worker=not args.no_worker,
+    )
 
 
 # ---- users ----------------------------------------------------------------------------
@@ -369,6 +379,11 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--port", type=int, help="port for the app (default 8501)")
     up.add_argument("--no-serve", action="store_true", help="stop after preparing the round")
     up.add_argument("--no-progress", action="store_true", help="no progress bars")
+    up.add_argument(
+        "--no-worker",
+        action="store_true",
+        help="do not run a worker beside the app (run `rlhf worker` elsewhere)",
+    )
 
     serve = _add_command(
         commands,
@@ -382,6 +397,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--port", type=int, help="port (default 8501)")
     serve.add_argument("--address", help="address to listen on (default localhost)")
+    serve.add_argument(
+        "--no-worker",
+        action="store_true",
+        help="do not run a worker beside the app (run `rlhf worker` elsewhere)",
+    )
 
     users = commands.add_parser("users", help="Manage annotator and lead accounts.")
     users_commands = users.add_subparsers(title="commands", metavar="COMMAND", required=True)

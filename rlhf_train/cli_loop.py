@@ -61,9 +61,18 @@ def cmd_runs_execute(args: argparse.Namespace) -> int:
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
-    from rlhf_train.worker import run_worker
+    from rlhf_train.worker import ParentGone, run_worker
 
-    report = run_worker(open_workspace(args), once=args.once, max_runs=args.max_runs)
+    try:
+        report = run_worker(
+            open_workspace(args),
+            once=args.once,
+            max_runs=args.max_runs,
+            parent_pid=args.parent_pid,
+        )
+    except ParentGone:
+        print("The app that started this worker stopped; so does the worker.", flush=True)
+        return 0
     print(
         f"Worker done: {report.runs} runs ({report.succeeded} succeeded, {report.failed} failed, "
         f"{report.cancelled} cancelled)."
@@ -246,6 +255,8 @@ def add_loop_commands(commands: argparse._SubParsersAction) -> None:
     )
     worker.add_argument("--once", action="store_true", help="exit when the queue is empty")
     worker.add_argument("--max-runs", type=int, help="exit after this many runs")
+    # `rlhf serve` starts a worker that ends with it.
+    worker.add_argument("--parent-pid", type=int, help=argparse.SUPPRESS)
 
     runs = commands.add_parser("runs", help="Inspect, cancel and retry training runs.")
     runs_commands = runs.add_subparsers(title="commands", metavar="COMMAND", required=True)

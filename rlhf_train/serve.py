@@ -60,9 +60,22 @@ def app_environment(workspace: Workspace) -> dict[str, str]:
     return environment
 
 
-def serve(workspace: Workspace, port: int, address: str) -> int:
-    """Replace this process with the Streamlit server; returns only if that fails."""
+def serve(workspace: Workspace, port: int, address: str, with_worker: bool = True) -> int:
+    """Replace this process with the Streamlit server; returns only if that fails.
+
+    With `with_worker`, a `rlhf worker` runs beside it (and ends with it), so a lead's
+    "Start retraining" is picked up without another command.
+    """
     check_port_free(port, address)
+    if with_worker:
+        from rlhf_train.worker import start_beside
+
+        start_beside(workspace)
+        print(
+            f"A worker runs retraining jobs beside the app; its output: "
+            f"{workspace.logs_dir / 'worker.log'}",
+            flush=True,
+        )
     print(f"Serving the annotation app at http://{address}:{port} (Ctrl+C stops it).", flush=True)
     command = streamlit_command(port, address)
     # exec rather than a child process: a signal meant for `rlhf serve` (Ctrl+C, a

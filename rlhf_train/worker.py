@@ -74,7 +74,25 @@ class _Child:
             self.process.kill()
 
 
-def run_one(workspace: Workspace, run_id: int, worker: str) -> str:
+class ParentGone(KeyboardInterrupt):
+    """The process that started this worker (`rlhf serve`) is gone; stop like Ctrl+C."""
+
+
+def _check_parent(parent_pid: int | None) -> None:
+    # Orphans are adopted by another process, so a changed parent pid means ours died.
+    if parent_pid is not None and os.getppid() != parent_pid:
+        raise ParentGone
+
+
+def _wait(process: subprocess.Popen, parent_pid: int | None) -> int:
+    while True:
+        try:
+            return process.wait(timeout=1.0)
+        except subprocess.TimeoutExpired:
+            _check_parent(parent_pid)
+
+
+def run_one(workspace: Workspace, run_id: int, worker: str, parent_pid: int | None = None) -> str:
     """Run claimed job `run_id` in a child process; returns its final status."""
     settings = workspace.config.worker
     log_path = log_file(workspace, run_id)
@@ -104,7 +122,7 @@ def run_one(workspace: Workspace, run_id: int, worker: str) -> str:
             on_lost=lambda: child.stop("taken over after a stale heartbeat"),
         ):
             try:
-                code = process.wait()
+                code = _wait(process, parent_pid)
             except KeyboardInterrupt:
                 child.stop("the worker was stopped; `rlhf runs retry` resumes the run")
                 _settle(workspace, run_id, worker, process.returncode or -2, child.stop_reason)
@@ -136,6 +154,38 @@ def _settle(
         return status
 
 
+def _sleep(seconds: float, parent_pid: int | None) -> None:
+    deadline = time.monotonic() + seconds
+    while (left := deadline - time.monotonic()) > 0:
+        _check_parent(parent_pid)
+        time.sleep(min(1.0, left))
+
+
+def start_beside(workspace: Workspace) -> subprocess.Popen:
+    """A worker in the background that ends with this process, its output in
+    logs/worker.log: what `rlhf serve` starts so that "Start retraining" just works."""
+    log_path = workspace.logs_dir / "worker.log"
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    command = [
+        sys.executable,
+        "-m",
+        "rlhf_train.cli",
+        "--workspace",
+        str(workspace.root),
+        "worker",
+        "--parent-pid",
+        str(os.getpid()),
+    ]
+    with log_path.open("a", encoding="utf-8") as log:
+        return subprocess.Popen(
+            command,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=dict(os.environ, PYTHONUNBUFFERED="1"),
+        )
+
+
 def _install_stop_handler() -> None:
     # A supervisor's SIGTERM stops the worker like Ctrl-C: the child is stopped and the
     # run left for a retry.
@@ -147,8 +197,10 @@ def run_worker(
     once: bool = False,
     max_runs: int | None = None,
     name: str | None = None,
+    parent_pid: int | None = None,
 ) -> WorkerReport:
-    """Take queued jobs until stopped; with `once`, stop when the queue is empty."""
+    """Take queued jobs until stopped; with `once`, stop when the queue is empty; with
+    `parent_pid`, stop when that process (the app's server) ends."""
     settings = workspace.config.worker
     worker = name or worker_name()
     report = WorkerReport()
@@ -164,10 +216,10 @@ def run_worker(
         if run_id is None:
             if once:
                 break
-            time.sleep(settings.poll_seconds)
+            _sleep(settings.poll_seconds, parent_pid)
             continue
         print(f"Run {run_id}: started; output in {log_file(workspace, run_id)}", flush=True)
-        status = run_one(workspace, run_id, worker)
+        status = run_one(workspace, run_id, worker, parent_pid)
         print(f"Run {run_id}: {status}.", flush=True)
         report.runs += 1
         if status in ("succeeded", "failed", "cancelled"):

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import os
 import socket
+import subprocess
 import sys
+import time
 import urllib.request
 from pathlib import Path
 
@@ -72,3 +74,41 @@ def test_serve_on_a_taken_port_is_refused(sqlite_workspace, capsys) -> None:
         code = main(["--workspace", str(sqlite_workspace.root), "serve", "--port", str(port)])
     assert code == 2
     assert f"Port {port} on localhost is taken" in capsys.readouterr().err
+
+
+def test_serve_runs_a_worker_that_ends_with_it(sqlite_workspace, tmp_path) -> None:
+    """The worker `rlhf serve` starts beside the app stops once the app's process is gone."""
+    script = (
+        "import sys\n"
+        "from pathlib import Path\n"
+        "from rlhf_train.workspace import Workspace\n"
+        "from rlhf_train.worker import start_beside\n"
+        "print(start_beside(Workspace.open(Path(sys.argv[1]))).pid, flush=True)\n"
+        "import time; time.sleep(3)\n"
+    )
+    environment = dict(os.environ, RLHF_DB_URL=sqlite_workspace.db_url)
+    parent = subprocess.run(
+        [sys.executable, "-c", script, str(sqlite_workspace.root)],
+        capture_output=True,
+        text=True,
+        env=environment,
+        timeout=60,
+    )
+    worker_pid = int(parent.stdout.split()[0])
+    log = sqlite_workspace.logs_dir / "worker.log"
+    deadline = time.monotonic() + 30
+    while _alive(worker_pid) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not _alive(worker_pid)
+    text = log.read_text()
+    assert "waiting for retraining jobs" in text  # it did run while the parent lived
+    assert "The app that started this worker stopped; so does the worker." in text
+
+
+def _alive(pid: int) -> bool:
+    """Running, as opposed to gone or a zombie waiting for its new parent to reap it."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return False
+    return "\nState:\tZ" not in status
