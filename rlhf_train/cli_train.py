@@ -197,11 +197,8 @@ def cmd_evaluate_reward(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate_policy(args: argparse.Namespace) -> int:
-    from rlhf_train.policy_report import (
-        PolicyEvaluationOptions,
-        evaluate_policy_report,
-        summary_lines,
-    )
+    from rlhf_train.policy_report import PolicyEvaluationOptions, evaluate_policy_report
+    from rlhf_train.policy_report_text import summary_lines
 
     _quiet_if_asked(args)
     overrides = {"runtime.device": args.device, "evaluate.n_prompts": args.n_prompts}

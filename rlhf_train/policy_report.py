@@ -42,34 +42,13 @@ from rlhf_train.loading import configure_threads, load_policy, resolve_device
 from rlhf_train.model_source import model_location, resolve_policy
 from rlhf_train.policy_eval import ScoreFunction, evaluate_policy
 from rlhf_train.policy_report_plots import write_policy_plots
+from rlhf_train.policy_report_text import FIGURE_KEYS, markdown
 from rlhf_train.reward_source import RewardSource, resolve_reward, score_function
 from rlhf_train.sampling import PromptInput
 from rlhf_train.workspace import Workspace
 
 HISTOGRAM_BINS = 20
-MARKDOWN_SAMPLES = 8
 BATCH_SIZE = 16
-# What each policy's figures hold, in the order the Markdown table shows them, with the
-# label it shows; the judges' figures follow (JUDGE_LABELS).
-FIGURE_LABELS = {
-    "score_mean": "Reward, mean",
-    "score_std": "Reward, standard deviation",
-    "score_sem": "Reward, standard error of the mean",
-    "kl": "KL to the reference (nats per response)",
-    "reference_perplexity": "Reference perplexity of the responses",
-    "response_length": "Response length (tokens)",
-    "unfinished_fraction": "Cut at max_new_tokens (share)",
-    "distinct_1": "Distinct-1",
-    "distinct_2": "Distinct-2",
-    "repetition_rate": "Repetition rate (share looping)",
-}
-FIGURE_KEYS = tuple(FIGURE_LABELS)
-JUDGE_LABELS = {
-    "sentiment_mean": "Sentiment (VADER compound), mean",
-    "positive_share": "Sentiment positive (share)",
-    "negative_share": "Sentiment negative (share)",
-    "words_mean": "Words per response",
-}
 
 
 @dataclass(frozen=True)
@@ -490,138 +469,3 @@ def _write_and_record(
 
 
 # ---- reading it -----------------------------------------------------------------------------
-
-
-def _number(value: Any) -> str:
-    if value is None:
-        return "n/a"
-    if isinstance(value, int):
-        return str(value)
-    return f"{value:.4g}"
-
-
-def _cell(text: str | None, limit: int = 200) -> str:
-    """One Markdown table cell: a response on one line, pipes escaped, clipped."""
-    if text is None:
-        return ""
-    flat = " ".join(text.split()).replace("|", "\\|")
-    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
-
-
-def _figure_rows(metrics: dict[str, Any]) -> list[str]:
-    figures = metrics["figures"]
-    keys = list(FIGURE_KEYS) + [
-        key for key in figures["policy"] if key not in FIGURE_KEYS and key not in ("n", "scores")
-    ]
-    labels = FIGURE_LABELS | JUDGE_LABELS
-    rows = []
-    for key in keys:
-        mine = figures["policy"].get(key)
-        theirs = figures["against"].get(key) if figures["against"] else None
-        cells = [labels.get(key, key), _number(mine)]
-        cells += [_number(theirs)] if figures["against"] else []
-        rows.append("| " + " | ".join(cells) + " |")
-    return rows
-
-
-def _win_rate_line(label: str, rate: float | None, count: int, unit: str, missing: str) -> str:
-    if rate is None:
-        return f"- {label}: n/a ({missing})"
-    return f"- {label}: {rate:.3f} over {count} {unit}"
-
-
-def markdown(report: dict[str, Any], plots: list[str]) -> str:
-    """report.md: the figures as a table (policy beside the other policy), the win rates,
-    the plots and the first few responses side by side."""
-    policy, against = report["policy"], report["against"]
-    title = f"# Evaluation {report['evaluation_id']}: {policy}" + (
-        f" vs {against}" if against else ""
-    )
-    lines = [title, ""]
-    if report["round"] is not None:
-        lines += [f"Round {report['round']}.", ""]
-    lines += [
-        f"{report['n_prompts']} {report['prompt_split']}-split prompts, one response each "
-        f"(up to {report['max_new_tokens']} new tokens, temperature {report['temperature']}, "
-        f"seed {report['seed']}). Reward: {report['reward'] or 'none'}. KL and perplexity "
-        f"against {report['reference']}. Judges: {', '.join(report['judges']) or 'none'}.",
-        "",
-    ]
-    lines += [f"> {note}" for note in report["notes"]] + ([""] if report["notes"] else [])
-    header = ["Figure", f"P: {policy}"] + ([f"Q: {against}"] if against else [])
-    lines += [
-        "| " + " | ".join(header) + " |",
-        "|" + "---|" * len(header),
-        *_figure_rows(report),
-        "",
-    ]
-    if against:
-        comparison = report["reward_comparison"]
-        lines += [
-            f"Win rate of {policy} over {against} (a tie counts half):",
-            "",
-            _win_rate_line(
-                "by the reward model",
-                report["reward_win_rate"],
-                comparison["n"] if comparison else 0,
-                "prompts",
-                "no reward model",
-            ),
-            _win_rate_line(
-                "by the annotators",
-                report["annotator_win_rate"],
-                report["annotator_judgments"],
-                "judgments",
-                "no judged pairs of these two policies yet",
-            ),
-            "",
-        ]
-    lines += [f"![{name}]({name})" for name in plots] + [""]
-    lines += [f"## The first {MARKDOWN_SAMPLES} responses (all in report.json)", ""]
-    columns = {"prompt": "Prompt", "policy_response": "P's response", "policy_score": "Reward"}
-    if against:
-        columns |= {"against_response": "Q's response", "against_score": "Reward"}
-    lines += ["| " + " | ".join(columns.values()) + " |", "|" + "---|" * len(columns)]
-    for row in report["samples"][:MARKDOWN_SAMPLES]:
-        cells = [
-            _number(row[column]) if column.endswith("score") else _cell(row[column])
-            for column in columns
-        ]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
-
-
-def summary_lines(metrics: dict[str, Any]) -> list[str]:
-    """What the CLI prints after `rlhf evaluate policy`."""
-    figures = metrics["figures"]
-    lines = [
-        f"{metrics['policy']} on {metrics['n_prompts']} {metrics['prompt_split']}-split prompts"
-        + (f", against {metrics['against']}" if metrics["against"] else "")
-        + f" (reference {metrics['reference']}; reward {metrics['reward'] or 'none'}):"
-    ]
-    for side in ("policy", "against"):
-        side_figures = figures[side]
-        if side_figures is None:
-            continue
-        parts = [
-            f"reward {_number(side_figures['score_mean'])} ± {_number(side_figures['score_sem'])}",
-            f"KL {_number(side_figures['kl'])}",
-            f"length {_number(side_figures['response_length'])}",
-            f"distinct-2 {_number(side_figures['distinct_2'])}",
-            f"repetition {_number(side_figures['repetition_rate'])}",
-        ]
-        parts += [
-            f"{label} {_number(side_figures[key])}"
-            for key, label in (("sentiment_mean", "sentiment"), ("words_mean", "words"))
-            if key in side_figures
-        ]
-        lines.append(f"  {metrics[side]}: " + ", ".join(parts))
-    if metrics["against"]:
-        lines.append(
-            f"  win rate of {metrics['policy']}: reward model "
-            f"{_number(metrics['reward_win_rate'])}, annotators "
-            f"{_number(metrics['annotator_win_rate'])} "
-            f"({metrics['annotator_judgments']} judgments)"
-        )
-    lines += [f"  note: {note}" for note in metrics["notes"]]
-    return lines
