@@ -30,6 +30,7 @@ MAX_REPORT_BYTES = 50 * 1024 * 1024
 # The nested dict whose figures are the evaluated policy's own, plotted under the plain
 # key names; other nested dicts get their name as a prefix ("against/score_mean").
 OWN = "policy"
+FIGURES = "figures"
 
 # The charts of the page: title and the keys they plot, when present.
 CHARTS: tuple[tuple[str, tuple[str, ...]], ...] = (
@@ -64,8 +65,9 @@ def flatten_metrics(metrics: Any, prefix: str = "") -> dict[str, float]:
         if number is not None:
             flat[name] = number
         elif isinstance(value, dict):
-            inner = "" if (not prefix and key == OWN) else f"{name}/"
-            nested |= flatten_metrics(value, inner)
+            # `rlhf evaluate policy` keeps both policies' figures under "figures".
+            unwrapped = not prefix and key in (OWN, FIGURES)
+            nested |= flatten_metrics(value, "" if unwrapped else f"{name}/")
     return nested | flat
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
+from annotate_app.progress_data import evaluation_points, report_samples
 from db.engine import transaction
 from db.models import Evaluation, Export, Model, Pair, Round, TrainingRun
 from db.prompts import add_prompts
@@ -123,6 +124,12 @@ def test_round_next_turns_round_1_into_a_promoted_policy_and_an_open_round_2(
         assert evaluation.policy_id == new.id and evaluation.against_id == first_policy
         assert evaluation.round_id == rounds[1].id
         assert (Path(evaluation.report_path) / "report.json").is_file()
+        # The Progress page reads the figures the loop's evaluation wrote.
+        point = evaluation_points(session)[-1]
+        assert {"score_mean", "kl", "distinct_2", "against/score_mean"} <= set(point.figures)
+        assert "reward_win_rate" in point.figures
+        samples = report_samples(evaluation.report_path)
+        assert len(samples) == 4 and all(pair.against_response is not None for pair in samples)
     log = [json.loads(line) for line in Path(job.log_path).read_text().splitlines()]
     assert [r["step"] for r in log if r.get("status") == "done"] == list(steps)
 
