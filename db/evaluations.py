@@ -80,3 +80,31 @@ def head_to_head(session: Session, policy_id: int, against_id: int) -> HeadToHea
         else:
             losses += 1
     return HeadToHead(wins, losses, ties)
+
+
+def record_annotator_verdict(session: Session, policy_id: int, against_id: int) -> HeadToHead:
+    """Put the annotators' head-to-head of two policies into their latest evaluation.
+
+    A retraining evaluates its new policy before anyone has judged it; the annotators'
+    verdict arrives with the next round's new-vs-previous pairs, and is filed here when
+    that round closes, so the Progress page shows both win rates on one point.
+    """
+    verdict = head_to_head(session, policy_id, against_id)
+    evaluation = session.scalar(
+        select(Evaluation)
+        .where(Evaluation.policy_id == policy_id, Evaluation.against_id == against_id)
+        .order_by(Evaluation.id.desc())
+        .limit(1)
+    )
+    if evaluation is not None and verdict.judged:
+        evaluation.metrics = dict(evaluation.metrics) | {
+            "annotator_win_rate": verdict.win_rate,
+            "annotator_judgments": verdict.judged,
+            "annotator_comparison": {
+                "wins": verdict.wins,
+                "losses": verdict.losses,
+                "ties": verdict.ties,
+            },
+        }
+        session.flush()
+    return verdict

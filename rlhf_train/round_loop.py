@@ -28,6 +28,7 @@ from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from db.engine import transaction
+from db.evaluations import record_annotator_verdict
 from db.models import Model, Round, TrainingRun, utcnow
 from db.registry import find_model, promote
 from db.retraining import enqueue_retraining, judgments_in_round
@@ -261,7 +262,14 @@ def _close(job: Job) -> StepResult:
         if was == "open":
             set_status(session, round_.number, "closed")
         judged = judgments_in_round(session, round_.id)
-    return {"round": job.round_number, "status_before": was}, {"judgments": judged}
+        outputs: dict[str, Any] = {"judgments": judged}
+        if round_.previous_policy_id is not None:
+            verdict = record_annotator_verdict(session, round_.policy_id, round_.previous_policy_id)
+            outputs |= {
+                "annotator_win_rate": verdict.win_rate,
+                "annotator_judgments": verdict.judged,
+            }
+    return {"round": job.round_number, "status_before": was}, outputs
 
 
 def _export(job: Job) -> StepResult:

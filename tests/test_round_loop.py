@@ -145,6 +145,26 @@ def test_round_next_turns_round_1_into_a_promoted_policy_and_an_open_round_2(
     assert rlhf(loop_ws, "round", "next") == 2
     assert "Round 2 has no judgments yet" in capsys.readouterr().err
 
+    # Annotators judge round 2, always for the new policy's sample where it meets the
+    # previous one; when round 2 closes, their verdict joins policy-r1's evaluation.
+    with transaction(loop_ws.sessions) as session:
+        from db.judgments import record_judgment
+        from db.users import create_user
+
+        judge = create_user(session, "judge", "annotator", "password-123")
+        versus = 0
+        for pair in session.scalars(select(Pair).where(Pair.round_id == rounds[2].id)):
+            choice = "A" if pair.sample_a.policy_id == new.id else "B"
+            versus += pair.strategy == "new_vs_previous"
+            record_judgment(session, judge.id, pair.id, choice=choice, left_sample="A")
+    assert versus > 0
+    assert rlhf(loop_ws, "round", "next", "--no-progress") == 0
+    with loop_ws.sessions() as session:
+        first = session.get(Evaluation, evaluation.id)
+        assert first.metrics["annotator_win_rate"] == 1.0
+        assert first.metrics["annotator_judgments"] == versus
+        assert current_policy(session).name == "policy-r2"
+
 
 def test_a_failed_step_promotes_nothing_and_a_retry_resumes_after_the_finished_steps(
     loop_ws, monkeypatch, capsys
