@@ -69,7 +69,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -144,18 +144,7 @@ DEFAULTS = Settings(
     epochs=1.0,
     seed=0,
 )
-QUICK = Settings(
-    train_pairs=300,
-    test_pairs=200,
-    prompt_words=8,
-    snippet_words=(40, 60),
-    snippet_from="end",
-    max_length=96,
-    batch_size=16,
-    learning_rate=2e-4,
-    epochs=1.0,
-    seed=0,
-)
+QUICK = replace(DEFAULTS, train_pairs=300, test_pairs=200)
 
 
 def parse_args() -> argparse.Namespace:
