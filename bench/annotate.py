@@ -74,7 +74,6 @@ import hashlib
 import platform
 import random
 import sqlite3
-import sys
 import tempfile
 import threading
 import time
@@ -85,7 +84,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from common import CpuClock, cpu_clock, write_json
+from common import CpuClock, cpu_clock, run_benchmark
 from sqlalchemy import Connection, Engine, Table, create_engine, inspect, text
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -925,18 +924,7 @@ def benchmark(root: Path, args: argparse.Namespace) -> dict[str, Any]:
 
 def main() -> int:
     args = parse_args()
-    try:
-        if args.workspace is not None:
-            figures = benchmark(args.workspace.resolve(), args)
-        else:
-            with tempfile.TemporaryDirectory(prefix="bench-annotate-") as folder:
-                figures = benchmark(Path(folder), args)
-    except UserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    write_json(args.out, figures)
-    print(f"Wrote {args.out}")
-    return 0
+    return run_benchmark(args, "bench-annotate-", lambda folder: benchmark(folder, args))
 
 
 if __name__ == "__main__":

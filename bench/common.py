@@ -7,9 +7,14 @@ import json
 import os
 import platform
 import resource
+import sys
+import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+
+from rlhf_train.errors import UserError
 
 
 def write_json(path: Path, figures: dict[str, object]) -> None:
@@ -56,3 +61,22 @@ def other_cores(before: CpuClock, after: CpuClock) -> float:
         return 0.0
     others = (after.busy - before.busy) - (after.own - before.own)
     return max(0.0, others / (after.wall - before.wall))
+
+
+def run_benchmark(args, prefix: str, benchmark: Callable[[Path], dict[str, object]]) -> int:
+    """What every benchmark's main does: run `benchmark` in `args.workspace`, or in a
+    temporary folder removed afterwards; a user error is one line on stderr and exit 2;
+    the figures go to `args.out` when it is set."""
+    try:
+        if args.workspace is not None:
+            figures = benchmark(args.workspace.resolve())
+        else:
+            with tempfile.TemporaryDirectory(prefix=prefix) as folder:
+                figures = benchmark(Path(folder))
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if args.out is not None:
+        write_json(args.out, figures)
+        print(f"Wrote {args.out}")
+    return 0

@@ -45,7 +45,6 @@ import hashlib
 import multiprocessing
 import platform
 import resource
-import sys
 import tempfile
 import time
 from collections import Counter, defaultdict
@@ -57,7 +56,7 @@ from typing import Any
 
 import datasets
 import numpy as np
-from common import write_json
+from common import run_benchmark
 from sqlalchemy import Connection, Table, func, select
 
 from db.models import Base, Judgment, Pair, Round
@@ -612,18 +611,7 @@ def benchmark(folder: Path, args: argparse.Namespace) -> dict[str, object]:
 
 def main() -> int:
     args = parse_args()
-    try:
-        if args.workspace is not None:
-            figures = benchmark(args.workspace.resolve(), args)
-        else:
-            with tempfile.TemporaryDirectory(prefix="bench-export-") as folder:
-                figures = benchmark(Path(folder), args)
-    except UserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    write_json(args.out, figures)
-    print(f"Wrote {args.out}")
-    return 0
+    return run_benchmark(args, "bench-export-", lambda folder: benchmark(folder, args))
 
 
 if __name__ == "__main__":

@@ -39,8 +39,6 @@ import datetime as dt
 import gc
 import platform
 import statistics
-import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -50,7 +48,7 @@ from typing import Any
 
 import torch
 import transformers
-from common import cpu_clock, cpu_model, other_cores, write_json
+from common import cpu_clock, cpu_model, other_cores, run_benchmark
 from sqlalchemy import func, select
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
@@ -60,7 +58,6 @@ from db.models import Prompt, Sample
 from db.prompts import add_prompts
 from db.rounds import find_round, next_round_number
 from rlhf_train.builtin_models import BUILTIN_MODELS
-from rlhf_train.errors import UserError
 from rlhf_train.generate import RoundRequest, generate_round, request_from_config
 from rlhf_train.loading import configure_threads, load_policy, resolve_device
 from rlhf_train.model_source import model_location, resolve_policy
@@ -522,19 +519,12 @@ def benchmark(workspace: Workspace, args: argparse.Namespace, threads: int) -> d
 def main() -> int:
     args = parse_args()
     threads = configure_threads(args.threads)
-    try:
+
+    def run(folder: Path) -> dict[str, object]:
         resolve_device(args.device)  # an unusable device fails before the slow setup
-        if args.workspace is not None:
-            figures = benchmark(open_workspace(args.workspace.resolve(), args), args, threads)
-        else:
-            with tempfile.TemporaryDirectory(prefix="bench-generate-") as folder:
-                figures = benchmark(open_workspace(Path(folder), args), args, threads)
-    except UserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    write_json(args.out, figures)
-    print(f"Wrote {args.out}")
-    return 0
+        return benchmark(open_workspace(folder, args), args, threads)
+
+    return run_benchmark(args, "bench-generate-", run)
 
 
 if __name__ == "__main__":

@@ -74,7 +74,6 @@ import resource
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -83,7 +82,7 @@ from typing import Any
 import torch
 import transformers
 import trl
-from common import CpuClock, cpu_clock, cpu_model, other_cores, write_json
+from common import CpuClock, cpu_clock, cpu_model, other_cores, run_benchmark, write_json
 
 from db.engine import transaction
 from db.prompts import add_prompts
@@ -1044,22 +1043,18 @@ def benchmark(root: Path, args: argparse.Namespace) -> dict[str, Any]:
 
 def main() -> int:
     args = parse_args()
-    try:
-        if args.only is not None:
+    if args.only is not None:
+        try:
             return run_only(args)
+        except UserError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+
+    def run(folder: Path) -> dict[str, object]:
         resolve_device(args.device)  # an unusable device fails before the slow setup
-        if args.workspace is not None:
-            figures = benchmark(args.workspace.resolve(), args)
-        else:
-            with tempfile.TemporaryDirectory(prefix="bench-optimize-") as folder:
-                figures = benchmark(Path(folder), args)
-    except UserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    if args.out is not None:
-        write_json(args.out, figures)
-        print(f"Wrote {args.out}")
-    return 0
+        return benchmark(folder, args)
+
+    return run_benchmark(args, "bench-optimize-", run)
 
 
 if __name__ == "__main__":

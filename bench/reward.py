@@ -64,8 +64,6 @@ import argparse
 import datetime as dt
 import platform
 import random
-import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -77,7 +75,7 @@ import datasets
 import torch
 import transformers
 import trl
-from common import cpu_clock, cpu_model, other_cores, write_json
+from common import cpu_clock, cpu_model, other_cores, run_benchmark
 
 import rlhf_train.reward_train as reward_module
 from db.engine import transaction
@@ -583,19 +581,7 @@ def benchmark(root: Path, args: argparse.Namespace) -> dict[str, object]:
 
 def main() -> int:
     args = parse_args()
-    try:
-        if args.workspace is not None:
-            figures = benchmark(args.workspace.resolve(), args)
-        else:
-            with tempfile.TemporaryDirectory(prefix="bench-reward-") as folder:
-                figures = benchmark(Path(folder), args)
-    except UserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    if args.out is not None:
-        write_json(args.out, figures)
-        print(f"Wrote {args.out}")
-    return 0
+    return run_benchmark(args, "bench-reward-", lambda folder: benchmark(folder, args))
 
 
 if __name__ == "__main__":
