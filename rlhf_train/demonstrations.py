@@ -9,8 +9,6 @@ than a second kind of training example.
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import random
 from collections.abc import Callable, Iterable, Mapping
@@ -20,7 +18,7 @@ from typing import Any
 from datasets import Dataset
 
 from rlhf_train.errors import UserError
-from rlhf_train.prompt_sources import clean_review, packaged_reviews, read_text_file
+from rlhf_train.prompt_sources import clean_review, open_csv, packaged_reviews, read_text_file
 
 TEXT = "text"
 PROMPT_COMPLETION = "prompt-completion"
@@ -138,11 +136,8 @@ def _from_jsonl(path: Path) -> tuple[str, list[dict[str, Any]]]:
 
 
 def _from_csv(path: Path) -> tuple[str, list[dict[str, Any]]]:
-    # newline="" keeps line breaks inside quoted fields, which completions often have.
-    text = read_text_file(path).removeprefix("\ufeff")
-    reader = csv.DictReader(io.StringIO(text, newline=""))
-    columns = [name.strip() for name in reader.fieldnames or []]
-    reader.fieldnames = columns
+    reader = open_csv(path)
+    columns = reader.fieldnames
     shape = _format_of(name for name in columns if name != "messages")
     if shape is None:
         if "messages" in columns:

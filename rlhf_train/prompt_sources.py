@@ -4,6 +4,7 @@ reviews. Every reader returns plain texts; storing and deduplicating is db.promp
 from __future__ import annotations
 
 import csv
+import io
 import json
 import random
 import re
@@ -28,14 +29,26 @@ def read_text_file(path: Path) -> str:
         ) from exc
 
 
+def open_csv(path: Path) -> csv.DictReader:
+    """The rows of a user's CSV file by header name, header names stripped.
+
+    Spreadsheets save a byte-order mark before the header and quote cells that hold line
+    breaks; newline="" keeps those breaks inside the cell instead of splitting the row.
+    """
+    text = read_text_file(path).removeprefix("\ufeff")
+    reader = csv.DictReader(io.StringIO(text, newline=""))
+    reader.fieldnames = [name.strip() for name in reader.fieldnames or []]
+    return reader
+
+
 def _from_txt(path: Path) -> list[str]:
     return [line.strip() for line in read_text_file(path).splitlines() if line.strip()]
 
 
 def _from_csv(path: Path) -> list[str]:
-    reader = csv.DictReader(read_text_file(path).splitlines())
-    if reader.fieldnames is None or "prompt" not in reader.fieldnames:
-        found = ", ".join(reader.fieldnames or []) or "none"
+    reader = open_csv(path)
+    if "prompt" not in reader.fieldnames:
+        found = ", ".join(reader.fieldnames) or "none"
         raise UserError(
             f"{path} has no 'prompt' column (columns found: {found}); add a header row with "
             "a column named prompt."

@@ -31,6 +31,15 @@ def test_csv_prompt_column(tmp_path) -> None:
     assert read_prompt_file(path) == ["Hello, world", "Another"]
 
 
+def test_csv_saved_by_a_spreadsheet_keeps_line_breaks_inside_cells(tmp_path) -> None:
+    # line ends read as a plain line feed everywhere.
+    # line ends read as "\\n" everywhere.
+    path = tmp_path / "p.csv"
+    rows = 'id, prompt \r\n1,"Write a poem.\r\nTwo stanzas."\r\n2,"Line\nbreak"\r\n3,Plain\r\n'
+    path.write_bytes(b"\xef\xbb\xbf" + rows.encode("utf-8"))
+    assert read_prompt_file(path) == ["Write a poem.\nTwo stanzas.", "Line\nbreak", "Plain"]
+
+
 def test_jsonl_prompt_key(tmp_path) -> None:
     path = tmp_path / "p.jsonl"
     path.write_text(
