@@ -34,8 +34,9 @@ exporter splits by a hash of the prompt; the pairs are picked so that exactly
 
 What moves the accuracy, measured on this machine (one run each, 1000 test pairs unless
 said, so about +-0.01): only the number of training pairs, slowly. 2000, 4000 and 6000
-pairs x 1 epoch gave 0.891, 0.906 (500 test pairs) and 0.914, the last in 10.4 minutes
-end to end, so about 0.015 per doubling: 0.93 would take about 12000 pairs, twice what
+pairs x 1 epoch gave 0.891-0.904 (two runs: threads make training not bit-for-bit
+repeatable), 0.906 (500 test pairs) and 0.914, the last in 10.4 minutes end to end, so
+about 0.01-0.015 per doubling: 0.93 would take 12000 pairs or more, at least twice what
 this machine trains in 10 minutes. Training does about 110 GFLOP/s (20 sequences of 90
 padded tokens a second, 64 MFLOP per token), more than half the peak of 2 AVX2 cores,
 so a faster loop cannot close that gap either. The other settings leave accuracy where it is:
@@ -47,7 +48,7 @@ instead of the first token 0.899 against 0.897 in the same script; no prompt at 
 0.880 from the end (1000 pairs). A bag-of-words logistic regression on the same pairs
 climbs from 0.83 at 2000 pairs to 0.887 at 9000: the task holds more than MiniLM learns
 in 10 minutes; it is the data this backbone sees per minute on 2 cores that limits it.
-So the defaults take the cheapest budget, 3.4 minutes: 2000 pairs, 1 epoch, learning
+So the defaults take the cheapest budget, under 4 minutes: 2000 pairs, 1 epoch, learning
 rate 2e-4, batch 16, and max length 96 tokens, which holds 95% of the inputs whole;
 `--train-pairs 6000` spends the whole 10 minutes.
 
@@ -116,9 +117,9 @@ SEED_MODELS_NOTE = (
     "the figures do not compare directly: other data, and GPT-2 backbones of 124M "
     "parameters and up trained longer, against the 22M-parameter MiniLM-L6 default "
     "trained for minutes on 2 CPU cores. Here accuracy grows only with the training pairs, "
-    "by about 0.015 per doubling (0.891, 0.906, 0.914 at 2000, 4000, 6000 pairs); other "
-    "settings do not move it, and 0.93 would take about twice the pairs 2 CPU cores train "
-    "in 10 minutes."
+    "by about 0.01-0.015 per doubling (0.891-0.904, 0.906, 0.914 at 2000, 4000, 6000 pairs); "
+    "other settings do not move it, and 0.93 would take at least twice the pairs 2 CPU cores "
+    "train in 10 minutes."
 )
 
 
