@@ -29,6 +29,7 @@ from __future__ import annotations
 import copy
 import json
 import math
+import shutil
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -42,6 +43,7 @@ from torch import nn
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from rlhf_train.sampling import PromptInput, encode_prompt, end_token_ids
+from rlhf_train.trainer_args import checkpoint_folders
 
 ScoreFunction = Callable[[list[str], list[str]], torch.Tensor]
 
@@ -608,9 +610,16 @@ class PPOTrainer:
         """Weights, optimizer, RNG, beta and score statistics: everything a resume needs."""
         self.accelerator.save_state(folder)
         if self.accelerator.is_main_process:
-            (Path(folder) / "ppo_progress.json").write_text(
-                json.dumps({"step": self.step_count, "episodes": self.episodes})
-            )
+            # The progress file marks the checkpoint complete, so it is written last and
+            # whole (renamed into place); only then are older checkpoints, and any a killed
+            # run left half-written, removed.
+            marker = Path(folder) / "ppo_progress.json"
+            partial = marker.with_suffix(".partial")
+            partial.write_text(json.dumps({"step": self.step_count, "episodes": self.episodes}))
+            partial.replace(marker)
+            for _, older in checkpoint_folders(Path(folder).parent):
+                if older != Path(folder):
+                    shutil.rmtree(older, ignore_errors=True)
         self.accelerator.wait_for_everyone()
 
     def load_checkpoint(self, folder: str) -> None:

@@ -7,6 +7,7 @@ the same way and resume the same way.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -57,16 +58,38 @@ def common_trainer_args(
     }
 
 
-def last_checkpoint(output_dir: Path) -> Path | None:
-    """The newest `checkpoint-N` folder the Trainer left in `output_dir`, if any."""
+# The file each kind of checkpoint writes last: once it is there and whole, so is the rest.
+CHECKPOINT_COMPLETE_MARKERS = ("trainer_state.json", "ppo_progress.json")
+
+
+def checkpoint_is_complete(folder: Path) -> bool:
+    """Whether `folder` holds a whole checkpoint. A process killed while writing one (a
+    worker's SIGKILL, a lost machine) leaves the folder with truncated or missing files and
+    without its marker; resuming from it would fail on the truncated file."""
+    for marker in CHECKPOINT_COMPLETE_MARKERS:
+        try:
+            json.loads((folder / marker).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        return True
+    return False
+
+
+def checkpoint_folders(output_dir: Path) -> list[tuple[int, Path]]:
+    """The `checkpoint-N` folders in `output_dir`, complete or not, oldest step first."""
     if not output_dir.is_dir():
-        return None
-    numbered = [
+        return []
+    return sorted(
         (int(path.name.rsplit("-", 1)[1]), path)
         for path in output_dir.glob("checkpoint-*")
         if path.is_dir() and path.name.rsplit("-", 1)[1].isdigit()
-    ]
-    return max(numbered)[1] if numbered else None
+    )
+
+
+def last_checkpoint(output_dir: Path) -> Path | None:
+    """The newest complete `checkpoint-N` folder a trainer left in `output_dir`, if any."""
+    complete = [path for _, path in checkpoint_folders(output_dir) if checkpoint_is_complete(path)]
+    return complete[-1] if complete else None
 
 
 def quiet_unless(trainer, progress: bool) -> None:

@@ -210,15 +210,22 @@ def test_cancel_a_running_run_and_retry_a_failed_one(app_db, new_page) -> None:
     page.get_by_role("button", name="Cancel run").click()
     _poll(lambda: _run(app_db, running).cancel_requested)
     page.get_by_text("Cancel requested: the worker stops the run").wait_for()
+    page.get_by_text(f"Cancel of run #{running} requested.").wait_for()
     assert _run(app_db, running).status == "running"  # the worker stops it, not the page
     assert page.get_by_role("button", name="Cancel run").count() == 0
 
     _choose(page, "Run", f"#{failed} reward")
     page.get_by_role("heading", name=f"Run #{failed} · reward").wait_for()
+    # The notice belongs to the run it was about.
+    page.get_by_text(f"Cancel of run #{running} requested.").wait_for(state="detached")
     page.locator('[data-testid="stCode"]').get_by_text("CUDA out of memory <b>boom</b>").wait_for()
     page.get_by_role("button", name="Retry run").click()
     _poll(lambda: _run(app_db, failed).status == "queued")
-    page.get_by_text(f"Run #{failed} is queued again.").wait_for()
+    notice = page.get_by_text(f"Run #{failed} is queued again.")
+    notice.wait_for()
+    # The page redraws itself every 2 s while runs are active; the notice outlives two.
+    time.sleep(5)
+    assert notice.is_visible()
     assert_no_app_exception(page)
 
 

@@ -14,7 +14,9 @@ from db.models import Model, TrainingRun
 from rlhf_train.cli import main
 from rlhf_train.loading import load_policy
 from rlhf_train.ppo import PPOConfig, PPOTrainer
+from rlhf_train.run_record import run_checkpoints
 from rlhf_train.sampling import PromptInput
+from rlhf_train.trainer_args import last_checkpoint
 from rlhf_train.workspace import Workspace
 
 PROMPTS = [PromptInput(f"This film number {i} was", False) for i in range(32)]
@@ -176,6 +178,20 @@ def test_cli_trains_saves_and_registers_with_lineage(ppo_ws, tiny_policy, capsys
     load_policy(model.path)  # a plain folder
 
 
+def _only_run(workspace: Workspace) -> TrainingRun:
+    with workspace.sessions() as session:
+        return session.scalars(select(TrainingRun)).one()
+
+
+def _resume_matches_a_straight_run(ppo_ws: Path, tiny_policy) -> None:
+    assert main(["--workspace", str(ppo_ws), "train", "ppo", "--resume", "--no-progress"]) == 0
+    assert ppo_cli(ppo_ws, tiny_policy, "--max-steps", "5", "--name", "straight") == 0
+    resumed, _ = load_policy(str(ppo_ws / "models" / "resumed"))
+    straight, _ = load_policy(str(ppo_ws / "models" / "straight"))
+    for a, b in zip(resumed.parameters(), straight.parameters(), strict=True):
+        assert torch.allclose(a, b, atol=1e-6)
+
+
 def test_cli_resume_continues_exactly_where_it_stopped(
     ppo_ws, tiny_policy, monkeypatch, capsys
 ) -> None:
@@ -183,24 +199,49 @@ def test_cli_resume_continues_exactly_where_it_stopped(
 
     original = ppo.PPOTrainer.step
 
-    def killed_at_step_3(self):
-        if self.step_count == 3:
+    def killed_at_step_5(self):
+        if self.step_count == 4:
             raise KeyboardInterrupt
         return original(self)
 
-    monkeypatch.setattr(ppo.PPOTrainer, "step", killed_at_step_3)
+    monkeypatch.setattr(ppo.PPOTrainer, "step", killed_at_step_5)
     args = ("--max-steps", "5", "--checkpoint-every", "2", "--name", "resumed")
     assert ppo_cli(ppo_ws, tiny_policy, *args) == 130
     monkeypatch.setattr(ppo.PPOTrainer, "step", original)
     workspace = Workspace.open(ppo_ws)
-    with workspace.sessions() as session:
-        assert session.scalars(select(TrainingRun.status)).all() == ["cancelled"]
-    assert main(["--workspace", str(ppo_ws), "train", "ppo", "--resume", "--no-progress"]) == 0
-    assert ppo_cli(ppo_ws, tiny_policy, "--max-steps", "5", "--name", "straight") == 0
-    resumed, _ = load_policy(str(ppo_ws / "models" / "resumed"))
-    straight, _ = load_policy(str(ppo_ws / "models" / "straight"))
-    for a, b in zip(resumed.parameters(), straight.parameters(), strict=True):
-        assert torch.allclose(a, b, atol=1e-6)
+    run = _only_run(workspace)
+    assert run.status == "cancelled"
+    # Like the Trainer's save_total_limit=1: a new checkpoint replaces the older one.
+    checkpoints = run_checkpoints(workspace, run.id)
+    assert [path.name for path in checkpoints.iterdir()] == ["checkpoint-4"]
+    _resume_matches_a_straight_run(ppo_ws, tiny_policy)
+
+
+def test_resume_skips_a_checkpoint_cut_off_while_it_was_written(
+    ppo_ws, tiny_policy, monkeypatch, capsys
+) -> None:
+    from accelerate import Accelerator
+
+    original = Accelerator.save_state
+
+    def killed_while_saving(self, output_dir=None, **kwargs):
+        saved = original(self, output_dir, **kwargs)
+        if Path(output_dir).name == "checkpoint-4":
+            # What a SIGKILL halfway through writing the optimizer state leaves behind.
+            optimizer = next(Path(output_dir).glob("optimizer*"))
+            optimizer.write_bytes(optimizer.read_bytes()[:64])
+            raise KeyboardInterrupt
+        return saved
+
+    monkeypatch.setattr(Accelerator, "save_state", killed_while_saving)
+    args = ("--max-steps", "5", "--checkpoint-every", "2", "--name", "resumed")
+    assert ppo_cli(ppo_ws, tiny_policy, *args) == 130
+    monkeypatch.setattr(Accelerator, "save_state", original)
+    workspace = Workspace.open(ppo_ws)
+    checkpoints = run_checkpoints(workspace, _only_run(workspace).id)
+    assert sorted(path.name for path in checkpoints.iterdir()) == ["checkpoint-2", "checkpoint-4"]
+    assert last_checkpoint(checkpoints) == checkpoints / "checkpoint-2"
+    _resume_matches_a_straight_run(ppo_ws, tiny_policy)
 
 
 def test_cli_stops_early_when_the_kl_passes_its_limit(

@@ -90,9 +90,9 @@ def _act(action, run_id: int, done: str) -> None:
         with write() as session:
             action(session, run_id)
     except UserError as error:
-        st.session_state[NOTICE_KEY] = ("error", str(error))
+        st.session_state[NOTICE_KEY] = ("error", str(error), run_id)
     else:
-        st.session_state[NOTICE_KEY] = ("success", done)
+        st.session_state[NOTICE_KEY] = ("success", done, run_id)
     st.rerun(scope="fragment")
 
 
@@ -180,9 +180,14 @@ def live(refreshing: bool) -> None:
     if active != refreshing:
         st.rerun()
 
-    notice = st.session_state.pop(NOTICE_KEY, None)
-    if notice is not None:
-        kind, text = notice
+    # The outcome of Cancel or Retry stays until the lead acts again or picks another run:
+    # the fragment redraws every few seconds, and a message gone after one redraw is
+    # easily missed (or never drawn, when a redraw cuts the one that would show it).
+    notice = st.session_state.get(NOTICE_KEY)
+    if notice is not None and (selected is None or notice[2] != selected.id):
+        del st.session_state[NOTICE_KEY]
+    elif notice is not None:
+        kind, text, _ = notice
         (st.error if kind == "error" else st.success)(text)
     if not rows:
         st.info("No training runs yet. Start a retraining above, or `rlhf train ...`.")
