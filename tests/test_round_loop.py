@@ -23,6 +23,7 @@ from db.registry import current_policy
 from rlhf_train.cli import main
 from rlhf_train.generate import generate_round, request_from_config
 from rlhf_train.run_summary import describe_run
+from rlhf_train.trainer_args import checkpoint_is_complete
 from rlhf_train.workspace import Workspace
 from tests.helpers import loop_settings, record_votes
 from tests.tiny_models import build_tiny_reward_backbone
@@ -336,5 +337,5 @@ def _running_id(workspace: Workspace, kind: str) -> int:
 
 
 def _checkpointed(workspace: Workspace) -> bool:
-    folders = list((workspace.root / "checkpoints").glob("run-*/checkpoint-*"))
-    return bool(folders)
+    folders = (workspace.root / "checkpoints").glob("run-*/checkpoint-*")
+    return any(checkpoint_is_complete(folder) for folder in folders)
