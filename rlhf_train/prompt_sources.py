@@ -33,7 +33,8 @@ def open_csv(path: Path) -> csv.DictReader:
     """The rows of a user's CSV file by header name, header names stripped.
 
     Spreadsheets save a byte-order mark before the header and quote cells that hold line
-    breaks; newline="" keeps those breaks inside the cell instead of splitting the row.
+    breaks; the csv reader gets the whole text (newline="": untranslated), not lines, so
+    a break inside quotes stays in its cell instead of ending the row.
     """
     text = read_text_file(path).removeprefix("\ufeff")
     reader = csv.DictReader(io.StringIO(text, newline=""))
