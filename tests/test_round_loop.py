@@ -23,7 +23,7 @@ from db.registry import current_policy
 from rlhf_train.cli import main
 from rlhf_train.generate import generate_round, request_from_config
 from rlhf_train.run_summary import describe_run
-from rlhf_train.trainer_args import checkpoint_is_complete
+from rlhf_train.trainer_args import last_checkpoint
 from rlhf_train.workspace import Workspace
 from tests.helpers import loop_settings, record_votes
 from tests.tiny_models import build_tiny_reward_backbone
@@ -337,5 +337,5 @@ def _running_id(workspace: Workspace, kind: str) -> int:
 
 
 def _checkpointed(workspace: Workspace) -> bool:
-    folders = (workspace.root / "checkpoints").glob("run-*/checkpoint-*")
-    return any(checkpoint_is_complete(folder) for folder in folders)
+    runs = (workspace.root / "checkpoints").glob("run-*")
+    return any(last_checkpoint(run) is not None for run in runs)
