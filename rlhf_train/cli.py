@@ -13,6 +13,7 @@ from rlhf_train.cli_common import examples as _examples
 from rlhf_train.cli_common import open_workspace as _workspace
 from rlhf_train.cli_loop import add_loop_commands
 from rlhf_train.cli_train import add_training_commands, cmd_models_merge
+from rlhf_train.distributed import leave_process_group
 from rlhf_train.errors import UserError
 
 # Before transformers is imported anywhere: this tool never reaches a model hub at run
@@ -656,6 +657,8 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    finally:
+        leave_process_group()
 
 
 if __name__ == "__main__":

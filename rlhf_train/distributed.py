@@ -3,6 +3,7 @@ main process, talks to the database and writes the workspace; the others train."
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from typing import TypeVar
 
@@ -18,6 +19,19 @@ def _state():
     # GPUs); alone it is a no-op. Without cpu=True accelerate forms a group only on CUDA.
     cpu = not torch.cuda.is_available() or parse_flag_from_env("ACCELERATE_USE_CPU")
     return PartialState(cpu=cpu)
+
+
+def leave_process_group() -> None:
+    """Tear down the process group a multi-process launch joined; alone, a no-op.
+
+    Left to interpreter exit, gloo's worker threads can outlive the objects they use and
+    the process aborts with "terminate called without an active exception" after its
+    work is done, which fails the whole launch.
+    """
+    # A command that never imported torch joined nothing, and should not pay for the import.
+    dist = sys.modules.get("torch.distributed")
+    if dist is not None and dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def is_main_process() -> bool:

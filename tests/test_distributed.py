@@ -1,9 +1,10 @@
 """`rlhf train` under `accelerate launch` with two CPU processes (gloo): the replicas end
 with the same weights, and the workspace gets one run and one policy, not one per process.
 
-Each process runs the real CLI through a small launcher script written here. It adds one
-thing and changes nothing else: it saves the weights the algorithm returned in every
-process (optimize_policy hands them back only in the main one).
+Each process runs the real CLI through a small launcher script written here. It adds two
+records and changes nothing else: the weights the algorithm returned in every process
+(optimize_policy hands them back only in the main one), and whether the process group is
+still up once the command has returned.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ SETTINGS = {
     "RLHF_RUNTIME_DEVICE": "cpu",
 }
 LAUNCHER = """
+import os
 import sys
 
 import torch
@@ -64,7 +66,11 @@ def recording(name):
 
 
 optimize._algorithm = recording
-sys.exit(main(argv))
+code = main(argv)
+# Whether the process group is still up once the command is done (it should not be).
+with open(f"{folder}/group-left-up-{os.environ['RANK']}.txt", "w") as out:
+    out.write(str(torch.distributed.is_initialized()))
+sys.exit(code)
 """
 
 
@@ -130,6 +136,10 @@ def test_two_processes_train_one_policy(tiny_policy, tmp_path, monkeypatch, algo
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.count("Trained policy") == 1, done.stdout
+    # Torn down by the command itself: left to interpreter exit, gloo can abort a process
+    # after its work is done ("terminate called without an active exception").
+    for rank in (0, 1):
+        assert (tmp_path / f"group-left-up-{rank}.txt").read_text() == "False"
 
     ranks = [torch.load(tmp_path / f"weights-{rank}.pt") for rank in (0, 1)]
     assert [record["world"] for record in ranks] == [2, 2]
