@@ -155,9 +155,27 @@ def shown(page) -> Shown:
     return Shown(text("prompt"), text("left_response"), text("right_response"))
 
 
+# Every button of the annotate page that has a keyboard shortcut, by widget key.
+PAIR_BUTTONS = (
+    *(f"choice_{choice}" for choice in ("left", "right", "tie", "both_bad", "skip")),
+    *(f"strength_{strength}" for strength in (1, 2, 3)),
+    "submit",
+    "undo",
+)
+_BUTTONS_SHOWN = """
+(keys) => keys.every((key) => document.querySelector(`.st-key-${key} button`) !== null)
+"""
+
+
 def wait_for_pair(page) -> Shown:
+    """Wait until a pair is shown and its buttons can be used, and return what it shows.
+
+    Streamlit draws the rows of buttons a moment after the run has ended and the responses
+    are on screen; a shortcut key pressed in that moment has no button to press.
+    """
     page.locator('.st-key-right_response [data-testid="stText"]').wait_for()
     wait_idle(page)
+    page.wait_for_function(_BUTTONS_SHOWN, arg=list(PAIR_BUTTONS))
     return shown(page)
 
 
