@@ -11,6 +11,7 @@ from typing import Any
 from db.engine import transaction
 from db.models import Model
 from db.registry import find_model, register_model
+from rlhf_train.db_retry import with_retries
 from rlhf_train.errors import UserError
 from rlhf_train.model_folder import check_model_name, publish_folder
 from rlhf_train.workspace import Workspace
@@ -19,13 +20,57 @@ from rlhf_train.workspace import Workspace
 def check_new_model(workspace: Workspace, name: str) -> Path:
     """The folder a new model `name` will get; an error if the name is bad or taken."""
     check_model_name(name)
-    with workspace.sessions() as session:
-        if find_model(session, name) is not None:
-            raise UserError(f"A model named {name!r} is already registered; choose another --name.")
+
+    def taken() -> bool:
+        with workspace.sessions() as session:
+            return find_model(session, name) is not None
+
+    # Asked again after a training run: a database away for a minute must not cost it.
+    if with_retries(taken, f"checking the model name {name!r}"):
+        raise UserError(f"A model named {name!r} is already registered; choose another --name.")
     target = workspace.models_dir / name
     if target.exists():
         raise UserError(f"{target} already exists; choose another --name or remove the folder.")
     return target
+
+
+def register_folder(
+    workspace: Workspace,
+    target: Path,
+    *,
+    name: str,
+    kind: str,
+    metrics: dict[str, Any],
+    parent_id: int | None,
+    config: dict[str, Any],
+    training_run_id: int | None = None,
+    promote: bool = False,
+) -> Model:
+    """Register the published folder `target` as the `kind` model `name`.
+
+    Safe to call again for the same folder: when an earlier call committed and only its
+    answer was lost with the connection, the row it made is returned, not made twice.
+    """
+    with transaction(workspace.sessions) as session:
+        earlier = find_model(session, name)
+        if earlier is not None and earlier.path == str(target):
+            session.expunge(earlier)
+            return earlier
+        parent = session.get(Model, parent_id) if parent_id is not None else None
+        model = register_model(
+            session,
+            name=name,
+            kind=kind,
+            path=str(target),
+            parent=parent,
+            config=config,
+            promote=promote,
+        )
+        model.training_run_id = training_run_id
+        model.metrics = metrics
+        session.flush()
+        session.expunge(model)
+        return model
 
 
 def publish_model(
@@ -43,22 +88,22 @@ def publish_model(
     """Write the folder with `write(staging)`, then register it as a `kind` model."""
     target = publish_folder(check_new_model(workspace, name), write, metrics)
     try:
-        with transaction(workspace.sessions) as session:
-            parent = session.get(Model, parent_id) if parent_id is not None else None
-            model = register_model(
-                session,
+        # The weights are on disk by now: a database restart is waited out rather than
+        # throwing them away with the run that made them.
+        return with_retries(
+            lambda: register_folder(
+                workspace,
+                target,
                 name=name,
                 kind=kind,
-                path=str(target),
-                parent=parent,
+                metrics=metrics,
+                parent_id=parent_id,
                 config=config,
+                training_run_id=training_run_id,
                 promote=promote,
-            )
-            model.training_run_id = training_run_id
-            model.metrics = metrics
-            session.flush()
-            session.expunge(model)
+            ),
+            f"registering model {name!r}",
+        )
     except BaseException:
         shutil.rmtree(target, ignore_errors=True)
         raise
-    return model

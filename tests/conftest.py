@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import threading
+import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -61,6 +63,45 @@ def postgres_url() -> Iterator[str]:
     finally:
         with admin.connect() as connection:
             connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+END_CONNECTIONS = "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = :n"
+
+
+@pytest.fixture
+def postgres_outage(postgres_url: str) -> Iterator[Callable[[float], threading.Thread]]:
+    """`start(seconds)`: refuse every connection to the `postgres_url` database and end
+    the open ones, for `seconds`, in a background thread that is returned started. The
+    call returns once the database is down."""
+    name = make_url(postgres_url).database
+    admin = create_engine(
+        make_url(postgres_url).set(database="postgres"), isolation_level="AUTOCOMMIT"
+    )
+    outages: list[threading.Thread] = []
+
+    def start(seconds: float) -> threading.Thread:
+        down = threading.Event()
+
+        def outage() -> None:
+            with admin.connect() as connection:
+                connection.execute(text(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false'))
+                connection.execute(text(END_CONNECTIONS), {"n": name})
+                down.set()
+                time.sleep(seconds)
+                connection.execute(text(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true'))
+
+        thread = threading.Thread(target=outage)
+        thread.start()
+        down.wait(timeout=30)
+        outages.append(thread)
+        return thread
+
+    try:
+        yield start
+    finally:
+        for thread in outages:
+            thread.join()
         admin.dispose()
 
 

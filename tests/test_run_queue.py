@@ -5,11 +5,10 @@ and a database that goes away for a moment costs a retry, not the run."""
 from __future__ import annotations
 
 import threading
-import time
 from datetime import timedelta
 
 import pytest
-from sqlalchemy import create_engine, make_url, select, text
+from sqlalchemy import select
 
 from db.engine import transaction
 from db.errors import UserError
@@ -162,31 +161,14 @@ def test_retraining_needs_new_judgments_and_refuses_a_second_job(workspace) -> N
 
 @pytest.mark.postgres
 def test_a_briefly_unreachable_postgres_delays_the_outcome_but_does_not_lose_it(
-    tmp_path, postgres_url, capsys
+    tmp_path, postgres_url, postgres_outage, capsys
 ) -> None:
     workspace = Workspace.open(tmp_path / "ws", {"database.url": postgres_url})
     init_workspace(workspace)
     with transaction(workspace.sessions) as session:
         run_id = enqueue_run(session, "reward", {}, None).id
-    name = make_url(postgres_url).database
-    admin = create_engine(
-        make_url(postgres_url).set(database="postgres"), isolation_level="AUTOCOMMIT"
-    )
-
-    def outage(seconds: float) -> None:
-        with admin.connect() as connection:
-            connection.execute(text(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false'))
-            connection.execute(
-                text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = :n"),
-                {"n": name},
-            )
-            time.sleep(seconds)
-            connection.execute(text(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true'))
-
     try:
-        down = threading.Thread(target=outage, args=(2.5,))
-        down.start()
-        time.sleep(0.5)
+        down = postgres_outage(2.5)
         # A progress write during the outage is skipped with a warning...
         RunLog(workspace, run_id, interval=0).progress(1, 2)
         # ...and the outcome is retried until the database is back.
@@ -199,4 +181,3 @@ def test_a_briefly_unreachable_postgres_delays_the_outcome_but_does_not_lose_it(
             assert run.status == "succeeded" and run.metrics == {"loss": 0.5}
     finally:
         workspace.engine.dispose()
-        admin.dispose()
