@@ -16,7 +16,7 @@ from db.registry import current_policy, find_model
 from rlhf_train.errors import UserError, first_line
 from rlhf_train.loading import adapter_base
 from rlhf_train.model_source import model_location
-from rlhf_train.publish import check_new_model, publish_model
+from rlhf_train.publish import NewModel, check_new_model, publish_model
 from rlhf_train.workspace import Workspace
 
 
@@ -65,13 +65,12 @@ def merge_lora(workspace: Workspace, name: str, new_name: str | None = None) -> 
         tokenizer.save_pretrained(staging)
 
     # Merging changes no output, so the adapter's evaluation describes the merged model too.
-    return publish_model(
-        workspace,
+    new = NewModel(
         name=target_name,
         kind="policy",
-        write=write,
         metrics=adapter_metrics,
-        parent_id=adapter_id,
         config={"merged_from": name},
+        parent_id=adapter_id,
         promote=was_current,
     )
+    return publish_model(workspace, new, write)

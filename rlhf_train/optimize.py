@@ -27,7 +27,7 @@ from rlhf_train.loading import configure_threads, load_policy, resolve_device
 from rlhf_train.lora import lora_config
 from rlhf_train.model_source import policy_to_train
 from rlhf_train.policy_prompts import load_policy_prompts
-from rlhf_train.publish import check_new_model, publish_model
+from rlhf_train.publish import NewModel, check_new_model, publish_model
 from rlhf_train.reward_source import RewardSource, resolve_reward
 from rlhf_train.run_record import (
     RunLog,
@@ -292,13 +292,10 @@ def _optimize(workspace: Workspace, job: PolicyJob, export_id: int | None) -> Op
         trained.save_pretrained(folder)
         job.tokenizer.save_pretrained(folder)
 
-    registered = publish_model(
-        workspace,
+    new = NewModel(
         name=name,
         kind="policy",
-        write=write,
         metrics=metrics,
-        parent_id=job.policy_id,
         config=_run_config(job)
         | {
             "training_run": job.run_id,
@@ -308,9 +305,11 @@ def _optimize(workspace: Workspace, job: PolicyJob, export_id: int | None) -> Op
             "adapter": options.save_adapter,
             **({"base_model": job.policy_location} if options.save_adapter else {}),
         },
+        parent_id=job.policy_id,
         training_run_id=job.run_id,
         promote=options.promote,
     )
+    registered = publish_model(workspace, new, write)
     finish_run(workspace, job.run_id, "succeeded", metrics, registered.id)
     # A succeeded run cannot be resumed: its checkpoints are only disk space now.
     shutil.rmtree(job.checkpoints, ignore_errors=True)

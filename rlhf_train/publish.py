@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import shutil
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -34,75 +35,55 @@ def check_new_model(workspace: Workspace, name: str) -> Path:
     return target
 
 
-def register_folder(
-    workspace: Workspace,
-    target: Path,
-    *,
-    name: str,
-    kind: str,
-    metrics: dict[str, Any],
-    parent_id: int | None,
-    config: dict[str, Any],
-    training_run_id: int | None = None,
-    promote: bool = False,
-) -> Model:
-    """Register the published folder `target` as the `kind` model `name`.
+@dataclass(frozen=True)
+class NewModel:
+    """What the registry row of a model about to be published will say."""
+
+    name: str
+    kind: str
+    metrics: dict[str, Any]
+    config: dict[str, Any]
+    parent_id: int | None = None
+    training_run_id: int | None = None
+    promote: bool = False
+
+
+def register_folder(workspace: Workspace, target: Path, new: NewModel) -> Model:
+    """Register the published folder `target` as the model `new` describes.
 
     Safe to call again for the same folder: when an earlier call committed and only its
     answer was lost with the connection, the row it made is returned, not made twice.
     """
     with transaction(workspace.sessions) as session:
-        earlier = find_model(session, name)
+        earlier = find_model(session, new.name)
         if earlier is not None and earlier.path == str(target):
             session.expunge(earlier)
             return earlier
-        parent = session.get(Model, parent_id) if parent_id is not None else None
+        parent = session.get(Model, new.parent_id) if new.parent_id is not None else None
         model = register_model(
             session,
-            name=name,
-            kind=kind,
+            name=new.name,
+            kind=new.kind,
             path=str(target),
             parent=parent,
-            config=config,
-            promote=promote,
+            config=new.config,
+            promote=new.promote,
         )
-        model.training_run_id = training_run_id
-        model.metrics = metrics
+        model.training_run_id = new.training_run_id
+        model.metrics = new.metrics
         session.flush()
         session.expunge(model)
         return model
 
 
-def publish_model(
-    workspace: Workspace,
-    *,
-    name: str,
-    kind: str,
-    write: Callable[[Path], None],
-    metrics: dict[str, Any],
-    parent_id: int | None,
-    config: dict[str, Any],
-    training_run_id: int | None = None,
-    promote: bool = False,
-) -> Model:
-    """Write the folder with `write(staging)`, then register it as a `kind` model."""
-    target = publish_folder(check_new_model(workspace, name), write, metrics)
+def publish_model(workspace: Workspace, new: NewModel, write: Callable[[Path], None]) -> Model:
+    """Write the folder with `write(staging)`, then register it as the model `new`."""
+    target = publish_folder(check_new_model(workspace, new.name), write, new.metrics)
     try:
         # The weights are on disk by now: a database restart is waited out rather than
         # throwing them away with the run that made them.
         return with_retries(
-            lambda: register_folder(
-                workspace,
-                target,
-                name=name,
-                kind=kind,
-                metrics=metrics,
-                parent_id=parent_id,
-                config=config,
-                training_run_id=training_run_id,
-                promote=promote,
-            ),
-            f"registering model {name!r}",
+            lambda: register_folder(workspace, target, new), f"registering model {new.name!r}"
         )
     except BaseException:
         shutil.rmtree(target, ignore_errors=True)

@@ -22,7 +22,7 @@ from rlhf_train.errors import UserError
 from rlhf_train.export_reader import PreferenceExport, read_export
 from rlhf_train.loading import configure_threads, resolve_device
 from rlhf_train.lora import lora_config
-from rlhf_train.publish import check_new_model, publish_model
+from rlhf_train.publish import NewModel, check_new_model, publish_model
 from rlhf_train.reward_backbone import Backbone, load_sequence_classifier, resolve_backbone
 from rlhf_train.reward_evaluate import RewardReport, diagnose
 from rlhf_train.reward_format import RewardInputFormat, infer_style
@@ -255,21 +255,20 @@ def _train(
         tokenizer.save_pretrained(folder)
         input_format.save(folder)
 
-    registered = publish_model(
-        workspace,
+    new = NewModel(
         name=name,
         kind="reward",
-        write=write,
         metrics=metrics,
-        parent_id=backbone.parent_id,
         config={
             "export_id": export.export_id,
             "export_hash": export.manifest.get("content_hash"),
             "options": options.recorded(),
             "settings": asdict(settings),
         },
+        parent_id=backbone.parent_id,
         training_run_id=run_id,
     )
+    registered = publish_model(workspace, new, write)
     finish_run(workspace, run_id, "succeeded", metrics, registered.id)
     # A succeeded run cannot be resumed: its checkpoints are only disk space now.
     shutil.rmtree(checkpoints, ignore_errors=True)

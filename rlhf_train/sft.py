@@ -33,7 +33,7 @@ from rlhf_train.errors import UserError
 from rlhf_train.loading import configure_threads, load_policy, resolve_device
 from rlhf_train.lora import lora_config
 from rlhf_train.model_source import policy_to_train
-from rlhf_train.publish import check_new_model, publish_model
+from rlhf_train.publish import NewModel, check_new_model, publish_model
 from rlhf_train.run_record import (
     RunProgress,
     finish_run,
@@ -250,17 +250,16 @@ def _run(
     model_id = None
     if trainer.is_world_process_zero():
         lora = {"base_model": prepared.location} if options.lora else {}
-        registered = publish_model(
-            workspace,
+        new = NewModel(
             name=name,
             kind="policy",
-            write=lambda staging: _save(trainer, staging),
             metrics=metrics,
-            parent_id=prepared.start_id,
             config=prepared.config | lora,
+            parent_id=prepared.start_id,
             training_run_id=run_id,
             promote=options.promote,
         )
+        registered = publish_model(workspace, new, lambda staging: _save(trainer, staging))
         model_id = registered.id
         finish_run(workspace, run_id, "succeeded", metrics, model_id)
         # A succeeded run cannot be resumed: its checkpoints are only disk space now.

@@ -10,7 +10,7 @@ from sqlalchemy import func, select
 
 from db.models import Model
 from rlhf_train.errors import UserError
-from rlhf_train.publish import publish_model, register_folder
+from rlhf_train.publish import NewModel, publish_model, register_folder
 from rlhf_train.workspace import Workspace
 from rlhf_train.workspace_setup import init_workspace
 
@@ -23,16 +23,12 @@ def _weights_writer(text: str, before_return=lambda: None):
     return write
 
 
+def _reward_model(name: str) -> NewModel:
+    return NewModel(name=name, kind="reward", metrics={"accuracy": 0.9}, config={"lr": 1e-4})
+
+
 def _publish(workspace: Workspace, name: str, write) -> Model:
-    return publish_model(
-        workspace,
-        name=name,
-        kind="reward",
-        write=write,
-        metrics={"accuracy": 0.9},
-        parent_id=None,
-        config={"lr": 1e-4},
-    )
+    return publish_model(workspace, _reward_model(name), write)
 
 
 def _models_named(workspace: Workspace, name: str) -> int:
@@ -68,15 +64,7 @@ def test_a_database_outage_while_the_weights_are_saved_delays_the_registration(
 def test_registering_the_same_folder_again_returns_the_first_row(workspace) -> None:
     model = _publish(workspace, "reward-r1", _weights_writer("trained"))
     # As a retry does after a commit whose answer was lost with the connection.
-    again = register_folder(
-        workspace,
-        Path(model.path),
-        name="reward-r1",
-        kind="reward",
-        metrics={"accuracy": 0.9},
-        parent_id=None,
-        config={"lr": 1e-4},
-    )
+    again = register_folder(workspace, Path(model.path), _reward_model("reward-r1"))
     assert again.id == model.id
     assert _models_named(workspace, "reward-r1") == 1
 
@@ -86,15 +74,7 @@ def test_a_name_taken_by_another_folder_is_refused_and_leaves_no_folder(workspac
     stray = workspace.models_dir / "elsewhere"
     stray.mkdir()
     with pytest.raises(UserError, match="'reward-r1' is already registered"):
-        register_folder(
-            workspace,
-            stray,
-            name="reward-r1",
-            kind="reward",
-            metrics={},
-            parent_id=None,
-            config={},
-        )
+        register_folder(workspace, stray, _reward_model("reward-r1"))
     with pytest.raises(UserError, match="'reward-r1' is already registered"):
         _publish(workspace, "reward-r1", _weights_writer("second"))
     assert _models_named(workspace, "reward-r1") == 1
