@@ -8,7 +8,7 @@ from pathlib import Path
 
 import streamlit as st
 
-from annotate_app.state import current_user, log_out
+from annotate_app.state import current_user, draw_cookie_change, log_out
 
 # Not "pages": Streamlit would serve a folder of that name as pages of its own,
 # outside this navigation.
@@ -19,6 +19,7 @@ def main() -> None:
     st.set_page_config(page_title="prefloop", layout="wide")
     user = current_user()
     if user is None:
+        draw_cookie_change()
         navigation = st.navigation([st.Page(PAGES / "login.py", title="Log in", default=True)])
         navigation.run()
         return
@@ -39,6 +40,8 @@ def main() -> None:
         if st.button("Log out", key="logout"):
             log_out()
             st.rerun()
+        # In the sidebar, under the button, so that the page itself does not move.
+        draw_cookie_change()
     navigation.run()
 
 

@@ -1,12 +1,15 @@
 """What every page shares: the database, the logged-in user, and the role checks.
 
-The user is kept in Streamlit's per-browser-session state; each page re-reads the user
-from the database on every run, so a deactivated account or a changed role takes effect
-at once, and lead pages refuse annotators on the server side.
+A login is a token (db.login_tokens) kept in Streamlit's per-browser-session state and
+in a cookie, so that a reload or a new tab of the same browser stays logged in. Every run
+looks the token up again, so a logout elsewhere, a password reset, a deactivated account
+or a changed role takes effect at once, and lead pages refuse annotators on the server
+side.
 """
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -16,9 +19,14 @@ import streamlit as st
 from sqlalchemy.orm import Session, sessionmaker
 
 from db.engine import make_engine, session_factory, transaction
-from db.models import User
+from db.login_tokens import LOGIN_LASTS, issue_token, revoke_token, user_for_token
 
-USER_KEY = "user_id"
+TOKEN_KEY = "login_token"
+# Set once this browser session has looked at the cookie it arrived with.
+COOKIE_READ_KEY = "login_cookie_read"
+# A change to the cookie, made by the next run of the app (see draw_cookie_change).
+COOKIE_CHANGE_KEY = "login_cookie_change"
+LOGIN_COOKIE = "prefloop_login"
 
 
 @st.cache_resource
@@ -53,24 +61,68 @@ class CurrentUser:
         return self.role == "lead"
 
 
+def _token() -> str | None:
+    token = st.session_state.get(TOKEN_KEY)
+    if token is None and not st.session_state.get(COOKIE_READ_KEY):
+        # The cookie of the page's first request: only a new session reads it, since a
+        # logout in this session ends that very token in the database.
+        st.session_state[COOKIE_READ_KEY] = True
+        token = st.context.cookies.get(LOGIN_COOKIE)
+    return token
+
+
 def current_user() -> CurrentUser | None:
-    user_id = st.session_state.get(USER_KEY)
-    if user_id is None:
+    token = _token()
+    if token is None:
         return None
     with sessions()() as session:
-        user = session.get(User, user_id)
-        if user is None or not user.active:
-            st.session_state.pop(USER_KEY, None)
+        user = user_for_token(session, token)
+        if user is None:
+            st.session_state.pop(TOKEN_KEY, None)
+            st.session_state[COOKIE_CHANGE_KEY] = None
             return None
+        st.session_state[TOKEN_KEY] = token
         return CurrentUser(user.id, user.name, user.role)
 
 
 def log_in(user_id: int) -> None:
-    st.session_state[USER_KEY] = user_id
+    """Log `user_id` in, in this session and, through the cookie, in this browser."""
+    with write() as session:
+        token = issue_token(session, user_id)
+    st.session_state[TOKEN_KEY] = token
+    st.session_state[COOKIE_CHANGE_KEY] = token
 
 
 def log_out() -> None:
+    token = st.session_state.get(TOKEN_KEY)
+    if token is not None:
+        with write() as session:
+            revoke_token(session, token)
     st.session_state.clear()
+    st.session_state[COOKIE_READ_KEY] = True
+    st.session_state[COOKIE_CHANGE_KEY] = None
+
+
+def draw_cookie_change() -> None:
+    """Store or remove the login cookie in the browser, if a login or logout asked to.
+
+    Python cannot set a cookie on Streamlit's connection, so a line of script does. It
+    holds nothing but the token, which is URL-safe base64; the cookie is SameSite=Strict,
+    lasts as long as the token, and is Secure when the page came over HTTPS.
+    """
+    if COOKIE_CHANGE_KEY not in st.session_state:
+        return
+    token = st.session_state.pop(COOKIE_CHANGE_KEY)
+    if token is None:
+        value, max_age = "", 0
+    else:
+        value, max_age = token, int(LOGIN_LASTS.total_seconds())
+    cookie = f"{LOGIN_COOKIE}={value}; Path=/; Max-Age={max_age}; SameSite=Strict"
+    script = (
+        f"document.cookie = {json.dumps(cookie)}"
+        " + (window.location.protocol === 'https:' ? '; Secure' : '');"
+    )
+    st.html(f"<script>{script}</script>", unsafe_allow_javascript=True)
 
 
 def require_user() -> CurrentUser:

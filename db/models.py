@@ -95,6 +95,24 @@ class User(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
+class LoginToken(Base):
+    """A browser that logged in and may come back without the password until it expires.
+
+    Only a hash of the token is stored: the token itself lives in the browser's cookie,
+    so a copy of the database does not log anyone in.
+    """
+
+    __tablename__ = "login_tokens"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
+    # sha256 of the token, hex.
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[datetime]
+    revoked_at: Mapped[datetime | None]
+
+
 class Prompt(Base):
     __tablename__ = "prompts"
 

@@ -8,6 +8,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from db.errors import UserError
+from db.login_tokens import revoke_user_tokens
 from db.models import USER_ROLES, User
 
 MIN_PASSWORD_LENGTH = 8
@@ -72,16 +73,20 @@ def set_active(session: Session, user_id: int, active: bool) -> User:
     if not active and user.role == "lead" and user.active and count_leads(session) <= 1:
         raise UserError("This is the last active lead; add or activate another lead first.")
     user.active = active
+    if not active:
+        # Reactivating must not bring back the browsers that were logged in before.
+        revoke_user_tokens(session, user_id)
     session.flush()
     return user
 
 
 def reset_password(session: Session, user_id: int, password: str) -> User:
-    """A new password; also lifts a lockout."""
+    """A new password; also lifts a lockout and logs the user out of every browser."""
     _check_password(password)
     user = _user(session, user_id)
     user.password_hash = hash_password(password)
     user.failed_logins = 0
     user.locked_until = None
+    revoke_user_tokens(session, user_id)
     session.flush()
     return user

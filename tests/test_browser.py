@@ -46,13 +46,14 @@ if not CHROMIUM.exists():
     pytest.skip(_reason, allow_module_level=True)
 
 from playwright.sync_api import Browser, Page, sync_playwright  # noqa: E402
-from sqlalchemy import select  # noqa: E402
+from sqlalchemy import func, select  # noqa: E402
 from sqlalchemy.orm import Session, sessionmaker  # noqa: E402
 
 from db.engine import make_engine, session_factory, transaction  # noqa: E402
 from db.judgments import next_pair, record_judgment  # noqa: E402
-from db.models import Judgment, Pair, Prompt, Round, Sample, User  # noqa: E402
-from db.users import create_user  # noqa: E402
+from db.login_tokens import LOGIN_LASTS  # noqa: E402
+from db.models import Judgment, LoginToken, Pair, Prompt, Round, Sample, User  # noqa: E402
+from db.users import create_user, reset_password  # noqa: E402
 from rlhf_train.generate import generate_round  # noqa: E402
 from tests.helpers import round_request, store_prompts  # noqa: E402
 
@@ -269,6 +270,110 @@ def test_login_refuses_wrong_passwords_and_locks_after_five(app_db, new_page) ->
     assert_no_app_exception(page)
 
 
+# --- staying logged in -------------------------------------------------------------------
+
+COOKIE = "prefloop_login"
+
+
+def _login_cookie(page) -> dict | None:
+    found = [cookie for cookie in page.context.cookies() if cookie["name"] == COOKIE]
+    return found[0] if found else None
+
+
+def _wait_for_cookie(page, present: bool) -> dict | None:
+    _poll(lambda: (_login_cookie(page) is not None) == present)
+    return _login_cookie(page)
+
+
+def _shows_login_form(page) -> None:
+    page.get_by_role("button", name="Log in").wait_for()
+    wait_idle(page)  # the sidebar of the run before goes once this run is over
+    assert page.get_by_text("Logged in as").count() == 0
+    assert_no_app_exception(page)
+
+
+def _open_with_cookie(browser, base_url: str, token: str):
+    """A page in a browser that was never logged in, but carries `token` as its cookie."""
+    context = browser.new_context(viewport=VIEWPORT)
+    context.set_default_timeout(20_000)
+    context.add_cookies([{"name": COOKIE, "value": token, "url": base_url}])
+    return context.new_page()
+
+
+def test_a_reload_and_a_second_tab_stay_logged_in_until_logout(app_db, new_page, browser) -> None:
+    app_db.add_user("ann")
+    base = app_db.base_url
+    page = new_page()
+    log_in(page, base, "ann")
+    first = wait_for_pair(page)
+    cookie = _wait_for_cookie(page, present=True)
+    # The cookie is a random token, not the name or the password, and lasts as long as
+    # the login does.
+    assert cookie["sameSite"] == "Strict" and cookie["path"] == "/"
+    assert "ann" not in cookie["value"] and len(cookie["value"]) >= 40
+    lasts = cookie["expires"] - time.time()
+    assert LOGIN_LASTS.total_seconds() - 3600 < lasts <= LOGIN_LASTS.total_seconds()
+
+    # A reload: no password asked, same user, and the leased pair is shown again.
+    page.reload()
+    page.get_by_text("Logged in as ann").wait_for()
+    assert wait_for_pair(page).prompt == first.prompt
+    # A second tab of the same browser.
+    tab = page.context.new_page()
+    go(tab, base)
+    tab.get_by_text("Logged in as ann").wait_for()
+    assert_no_app_exception(tab)
+
+    # Logging out removes the cookie and ends the token itself: the other tab is logged
+    # out at its next reload, and a copy of the old cookie logs nobody in.
+    page.get_by_role("button", name="Log out").click()
+    _shows_login_form(page)
+    _wait_for_cookie(page, present=False)
+    page.reload()
+    _shows_login_form(page)
+    tab.reload()
+    _shows_login_form(tab)
+    copied = _open_with_cookie(browser, base, cookie["value"])
+    try:
+        go(copied, base)
+        _shows_login_form(copied)
+        _wait_for_cookie(copied, present=False)  # the dead cookie is removed, too
+    finally:
+        copied.context.close()
+
+
+def test_a_password_reset_logs_the_user_out_of_open_pages(app_db, new_page) -> None:
+    user_id = app_db.add_user("ann")
+    base = app_db.base_url
+    page = new_page()
+    log_in(page, base, "ann")
+    wait_for_pair(page)
+    _wait_for_cookie(page, present=True)
+    with transaction(app_db.sessions) as session:
+        reset_password(session, user_id, "a-new-password-456")
+        live = session.scalar(
+            select(func.count()).select_from(LoginToken).where(LoginToken.revoked_at.is_(None))
+        )
+        assert live == 0
+    # The open page's next action finds the login ended; a reload asks for the password.
+    page.get_by_role("button", name="Left is better").click()
+    _shows_login_form(page)
+    page.reload()
+    _shows_login_form(page)
+    log_in(page, base, "ann", password="a-new-password-456")
+    wait_for_pair(page)
+
+
+def test_a_cookie_that_is_no_login_shows_the_login_form(app_db, browser) -> None:
+    page = _open_with_cookie(browser, app_db.base_url, "not-a-token")
+    try:
+        go(page, app_db.base_url)
+        _shows_login_form(page)
+        _wait_for_cookie(page, present=False)
+    finally:
+        page.context.close()
+
+
 # (side, by keyboard, strength: key or button label): ten judgments, keyboard and
 # clicks alternating, each mode choosing left and right.
 JUDGING_PLAN = [
@@ -466,10 +571,16 @@ def test_annotator_cannot_open_lead_pages_by_url(app_db, new_page) -> None:
     page = new_page()
     go(page, base)  # the app's own entry page first
     for path, lead_content in (("/quality", "Annotators"), ("/users", "Add a user")):
-        # A URL opens a new session: the app asks to log in (after "Page not found"),
-        # and logging in as an annotator from there shows their page, not the lead's.
-        log_in(page, base, "ann", path=path)
+        # A URL opens a new session. The first asks to log in (after "Page not found"),
+        # the second finds the browser logged in already; either way an annotator gets
+        # their own page, not the lead's.
+        if path == "/quality":
+            log_in(page, base, "ann", path=path)
+        else:
+            go(page, base, path)
+        page.get_by_text("Logged in as ann").wait_for()
         page.get_by_role("heading", name="Annotate").wait_for()
+        wait_idle(page)
         assert page.get_by_text(lead_content).count() == 0
         assert page.get_by_role("heading", name="Quality").count() == 0
         assert page.get_by_role("heading", name="Users").count() == 0

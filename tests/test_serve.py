@@ -30,14 +30,16 @@ def round_ready(workspace, tiny_policy):
 
 
 def test_logged_in_annotator_sees_a_pair(round_ready, monkeypatch) -> None:
+    from db.login_tokens import issue_token
     from db.users import create_user
 
     workspace, _report = round_ready
     with transaction(workspace.sessions) as session:
         user_id = create_user(session, "ann", "annotator", "password-123").id
+        token = issue_token(session, user_id)
     monkeypatch.setenv("RLHF_DB_URL", workspace.db_url)
     app = AppTest.from_file(str(APP), default_timeout=30)
-    app.session_state["user_id"] = user_id
+    app.session_state["login_token"] = token
     app.run()
     assert not app.exception
     assert [title.value for title in app.title] == ["Annotate"]
