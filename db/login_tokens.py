@@ -13,6 +13,7 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import delete, or_, select, update
 from sqlalchemy.orm import Session
+from sqlalchemy.sql.elements import ColumnElement
 
 from db.models import LoginToken, User, utcnow
 
@@ -61,20 +62,20 @@ def user_for_token(session: Session, token: str, *, now: datetime | None = None)
     return user if user is not None and user.active else None
 
 
-def revoke_token(session: Session, token: str, *, now: datetime | None = None) -> None:
-    """End the login `token` stands for (a logout); an unknown token is ignored."""
-    session.execute(
+def _revoke(session: Session, which: ColumnElement[bool], now: datetime | None) -> int:
+    ended = session.execute(
         update(LoginToken)
-        .where(LoginToken.token_hash == _hash(token), LoginToken.revoked_at.is_(None))
+        .where(which, LoginToken.revoked_at.is_(None))
         .values(revoked_at=now or utcnow())
     )
+    return ended.rowcount
+
+
+def revoke_token(session: Session, token: str, *, now: datetime | None = None) -> None:
+    """End the login `token` stands for (a logout); an unknown token is ignored."""
+    _revoke(session, LoginToken.token_hash == _hash(token), now)
 
 
 def revoke_user_tokens(session: Session, user_id: int, *, now: datetime | None = None) -> int:
     """End every login of `user_id` on every browser; the number ended."""
-    ended = session.execute(
-        update(LoginToken)
-        .where(LoginToken.user_id == user_id, LoginToken.revoked_at.is_(None))
-        .values(revoked_at=now or utcnow())
-    )
-    return ended.rowcount
+    return _revoke(session, LoginToken.user_id == user_id, now)
