@@ -63,8 +63,14 @@ class Heartbeat:
     def beat_once(self) -> None:
         with transaction(self.workspace.sessions) as session:
             held = beat(session, self.run_id, self.worker)
-            wanted_cancel = session.get(TrainingRun, self.run_id).cancel_requested
-        if not held and not self.lost:
+            run = session.get(TrainingRun, self.run_id)
+            wanted_cancel, status = run.cancel_requested, run.status
+        # A run that has ended is not held either, but nobody else is working on it: its
+        # holder recorded the end a moment before this thread was stopped (or a stale
+        # sweep did, and then a retry makes it queued). Stopping the holder then would
+        # interrupt whatever it does next.
+        taken_over = not held and status in ("queued", "running")
+        if taken_over and not self.lost:
             self.lost = True
             print(
                 f"warning: run {self.run_id} is no longer held by {self.worker}",

@@ -23,6 +23,7 @@ from db.runs import (
     request_cancel,
     retry_run,
 )
+from rlhf_train.heartbeat import Heartbeat
 from rlhf_train.run_record import RunLog, finish_run
 from rlhf_train.workspace import Workspace
 from rlhf_train.workspace_setup import init_workspace
@@ -79,6 +80,48 @@ def test_stale_runs_fail_with_their_steps_and_only_worker_held_ones(workspace) -
         assert terminal.status == "running"
     with transaction(workspace.sessions) as session:
         assert not beat(session, ids[0], "w1")  # the worker learns it lost the run
+
+
+def test_the_heartbeat_stops_its_holder_only_when_another_has_the_run(workspace) -> None:
+    """Ended by its own holder, a run is not "taken over": the holder is not interrupted
+    in whatever it does next (a race a beat could hit right after the run's end)."""
+    with transaction(workspace.sessions) as session:
+        run_id = enqueue_run(session, "round", {}, None).id
+        claim_run(session, run_id, "w1")
+    stopped: list[str] = []
+    heartbeat = Heartbeat(workspace, run_id, "w1", 60, on_cancel=lambda: stopped.append("cancel"))
+    heartbeat.beat_once()
+    assert stopped == [] and not heartbeat.lost
+
+    # The holder records the end; the next beat must leave it alone.
+    finish_run(workspace, run_id, "failed", {"error": "boom"})
+    heartbeat.beat_once()
+    assert stopped == [] and not heartbeat.lost
+
+    # Retried and claimed by another worker: now it is taken over, and said once.
+    with transaction(workspace.sessions) as session:
+        retry_run(session, run_id)
+        claim_run(session, run_id, "w2")
+    heartbeat.beat_once()
+    heartbeat.beat_once()
+    assert stopped == ["cancel"] and heartbeat.lost  # on_lost defaults to on_cancel
+
+
+def test_a_heartbeat_stops_a_holder_whose_run_was_queued_again(workspace) -> None:
+    with transaction(workspace.sessions) as session:
+        run_id = enqueue_run(session, "round", {}, None).id
+        claim_run(session, run_id, "w1")
+        # Marked failed by a stale sweep while w1 still works on it: not taken yet...
+        mark_stale_runs(session, timedelta(minutes=2), now=utcnow() + timedelta(minutes=5))
+    lost: list[bool] = []
+    heartbeat = Heartbeat(workspace, run_id, "w1", 60, lambda: None, lambda: lost.append(True))
+    heartbeat.beat_once()
+    assert lost == []
+    # ...but once a lead retries it, w1 must stop before another worker claims it.
+    with transaction(workspace.sessions) as session:
+        retry_run(session, run_id)
+    heartbeat.beat_once()
+    assert lost == [True]
 
 
 def test_cancel_and_retry_follow_the_status(workspace) -> None:
