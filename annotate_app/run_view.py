@@ -21,11 +21,11 @@ from typing import Any
 import pandas as pd
 
 from db.models import TrainingRun
+from db.runs import ACTIVE
 from rlhf_train.config import LoopSettings, load_config
 
-ACTIVE = ("queued", "running")
-CANCELLABLE = ("queued", "running")
-RETRYABLE = ("failed", "cancelled")
+# request_cancel takes exactly the active runs.
+CANCELLABLE = ACTIVE
 OPTIMIZERS = ("ppo", "dpo", "rloo", "grpo")
 TAIL_LINES = 40
 # The tail is read from the end of the file, so a multi-gigabyte log costs no more than

@@ -14,8 +14,7 @@ from sqlalchemy.orm import Session
 
 from db.errors import UserError
 from db.models import Judgment, Pair, Round, TrainingRun
-
-ACTIVE = ("queued", "running")
+from db.runs import ACTIVE
 
 
 def judgments_in_round(session: Session, round_id: int) -> int:

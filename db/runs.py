@@ -19,6 +19,8 @@ from sqlalchemy.orm import Session
 from db.errors import UserError
 from db.models import RUN_KINDS, TrainingRun, utcnow
 
+# A run someone still has to work on: waiting for a worker, or held by one.
+ACTIVE = ("queued", "running")
 RETRYABLE = ("failed", "cancelled")
 
 

@@ -16,7 +16,7 @@ from sqlalchemy.exc import OperationalError
 
 from db.engine import transaction
 from db.models import TrainingRun
-from db.runs import beat
+from db.runs import ACTIVE, beat
 from rlhf_train.workspace import Workspace
 
 
@@ -69,7 +69,7 @@ class Heartbeat:
         # holder recorded the end a moment before this thread was stopped (or a stale
         # sweep did, and then a retry makes it queued). Stopping the holder then would
         # interrupt whatever it does next.
-        taken_over = not held and status in ("queued", "running")
+        taken_over = not held and status in ACTIVE
         if taken_over and not self.lost:
             self.lost = True
             print(

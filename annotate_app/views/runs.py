@@ -15,10 +15,8 @@ import pandas as pd
 import streamlit as st
 
 from annotate_app.run_view import (
-    ACTIVE,
     CANCELLABLE,
     OPTIMIZERS,
-    RETRYABLE,
     TAIL_LINES,
     age,
     curve_groups,
@@ -37,7 +35,7 @@ from annotate_app.state import require_lead, sessions, write
 from db.errors import UserError
 from db.models import TrainingRun, utcnow
 from db.retraining import enqueue_retraining
-from db.runs import child_runs, list_runs, request_cancel, retry_run
+from db.runs import ACTIVE, RETRYABLE, child_runs, list_runs, request_cancel, retry_run
 from rlhf_train.config import LoopSettings
 
 REFRESH_SECONDS = 2.0
