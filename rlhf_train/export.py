@@ -28,6 +28,7 @@ from rlhf_train.agreement import (
     pairwise_agreement,
     rater_stats,
 )
+from rlhf_train.atomic import check_output_folder, write_error
 from rlhf_train.errors import UserError
 from rlhf_train.export_data import (
     PairTable,
@@ -38,7 +39,7 @@ from rlhf_train.export_data import (
     select_rounds,
     user_names,
 )
-from rlhf_train.export_writer import EXPORTED_COLUMNS, arrow_tables, write_export
+from rlhf_train.export_writer import EXPORTED_COLUMNS, arrow_tables, not_an_export, write_export
 from rlhf_train.splitting import is_test_prompt
 from rlhf_train.workspace import Workspace
 
@@ -76,11 +77,16 @@ class ExportOptions:
                 raise UserError(f"{name} is {value}; it must be between 0 and 1.")
         if not 0 <= self.test_fraction < 1:
             raise UserError(f"--test-fraction is {self.test_fraction}; use at least 0 and below 1.")
-        if self.out.exists() and not self.overwrite:
-            raise UserError(
-                f"{self.out} already exists; pass --overwrite to replace it or choose another "
-                "--out."
-            )
+
+    def folder(self, workspace: Workspace) -> Path:
+        """Where to write: `out`, if it is new, or (with --overwrite) an earlier export."""
+        return check_output_folder(
+            self.out,
+            workspace_root=workspace.root,
+            foreign=not_an_export,
+            kind="prefloop export",
+            overwrite=self.overwrite,
+        )
 
     def recorded(self) -> dict[str, Any]:
         """The options that decide the content (not where it is written)."""
@@ -135,6 +141,7 @@ def _agreement_summary(
 
 def export_preferences(workspace: Workspace, options: ExportOptions) -> ExportResult:
     options.check()
+    options.folder(workspace)  # refuse a bad --out before the work, not after
     with workspace.engine.connect() as connection:
         workspace.sessions  # noqa: B018 - the schema check, before reading
         rounds = select_rounds(connection, options.rounds)
@@ -203,12 +210,16 @@ def export_preferences(workspace: Workspace, options: ExportOptions) -> ExportRe
     # The Python copies of every text are no longer needed; on a large export they are
     # a third of the peak memory while the files are written.
     del splits, samples, prompts
-    content_hash = write_export(options.out, tables, provenance, options.formats, options.overwrite)
+    out = options.folder(workspace)  # again: the folder may have changed meanwhile
+    try:
+        content_hash = write_export(out, tables, provenance, options.formats, options.overwrite)
+    except OSError as error:
+        raise write_error("--out", options.out, error) from error
     with transaction(workspace.sessions) as session:
         record = Export(
             filters=options.recorded() | {"rounds": rounds.numbers},
             counts=counts,
-            output_path=str(options.out.resolve()),
+            output_path=str(out),
             content_hash=content_hash,
         )
         session.add(record)

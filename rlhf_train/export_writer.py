@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import shutil
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from rlhf_train.atomic import files_under, write_folder
 from rlhf_train.dataset_card import render_card
 
 EXPORTED_COLUMNS = (
@@ -106,6 +105,24 @@ def _content_hash(files: dict[str, str]) -> str:
     return digest.hexdigest()
 
 
+def not_an_export(folder: Path) -> str | None:
+    """None when `folder` holds nothing but an earlier export (its manifest lists every
+    data file, beside the manifest and the card), else what in it is not one."""
+    try:
+        manifest = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        return "it has no readable prefloop manifest.json"
+    listed = manifest.get("files") if isinstance(manifest, dict) else None
+    if not isinstance(listed, dict) or not isinstance(manifest.get("content_hash"), str):
+        return "its manifest.json is not a prefloop export's"
+    ours = set(listed) | {"manifest.json", "README.md"}
+    others = [name for name in files_under(folder) if name not in ours]
+    if others:
+        more = f" and {len(others) - 1} more" if len(others) > 1 else ""
+        return f"it holds {others[0]}{more}, which the export did not write"
+    return None
+
+
 def write_export(
     out: Path,
     tables: dict[str, pa.Table],
@@ -113,13 +130,14 @@ def write_export(
     formats: tuple[str, ...],
     overwrite: bool,
 ) -> str:
-    """Write the export folder `out` and return the content hash of its data files."""
-    out = out.resolve()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = out.parent / f".{out.name}.partial-{os.getpid()}"
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir()
-    try:
+    """Write the export folder `out` and return the content hash of its data files.
+
+    `out` has been checked (ExportOptions.check): with `overwrite`, what it replaces is
+    empty or an earlier export."""
+    content_hash = ""
+
+    def write(staging: Path) -> None:
+        nonlocal content_hash
         if "hf" in formats:
             _write_hf(staging / "hf", tables)
         if "jsonl" in formats or "parquet" in formats:
@@ -136,20 +154,6 @@ def write_export(
             json.dumps(manifest, indent=2, sort_keys=True) + "\n", encoding="utf-8"
         )
         (staging / "README.md").write_text(render_card(manifest), encoding="utf-8")
-        _replace(staging, out, overwrite)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+
+    write_folder(out, write, replace=overwrite)
     return content_hash
-
-
-def _replace(staging: Path, out: Path, overwrite: bool) -> None:
-    if out.exists():
-        if not overwrite:
-            raise FileExistsError(out)
-        old = out.parent / f".{out.name}.old-{os.getpid()}"
-        out.rename(old)
-        staging.rename(out)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        staging.rename(out)

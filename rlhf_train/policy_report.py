@@ -21,7 +21,7 @@ import math
 import re
 import shutil
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -36,6 +36,7 @@ from db.evaluations import add_evaluation, head_to_head
 from db.models import Model, Prompt
 from db.registry import current_policy, lineage
 from db.rounds import get_round
+from rlhf_train.atomic import check_output_folder
 from rlhf_train.errors import UserError
 from rlhf_train.judges import JUDGES, judge_summary, parse_judges
 from rlhf_train.loading import configure_threads, load_policy, resolve_device
@@ -157,9 +158,11 @@ def _report_folder(workspace: Workspace, subjects: _Subjects, evaluation_id: int
     return folder
 
 
-def _check_out(out: Path | None) -> None:
-    if out is not None and out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise UserError(f"{out} already exists and is not empty; pass a new --out folder.")
+def _check_out(workspace: Workspace, out: Path | None) -> Path | None:
+    """`out` made absolute, if it is a new or empty folder outside the workspace's own."""
+    if out is None:
+        return None
+    return check_output_folder(out, workspace_root=workspace.root, overwrite=True)
 
 
 # ---- measuring ------------------------------------------------------------------------------
@@ -289,7 +292,7 @@ def evaluate_policy_report(workspace: Workspace, options: PolicyEvaluationOption
     except ValueError as exc:
         raise UserError(f"evaluate.judges: {exc}; fix it in rlhf.toml.") from exc
     # Everything a user can get wrong is checked before the slow part.
-    _check_out(options.out)
+    options = replace(options, out=_check_out(workspace, options.out))
     prompts, split = held_out_prompts(workspace, settings.n_prompts)
     reward = _reward(workspace, options.reward)
     with transaction(workspace.sessions) as session:

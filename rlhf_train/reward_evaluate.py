@@ -13,16 +13,18 @@ import numpy as np
 from datasets import Dataset
 
 from db.registry import find_model
+from rlhf_train.atomic import check_output_folder, files_under, write_error, write_folder
 from rlhf_train.errors import UserError
 from rlhf_train.export_reader import read_export
 from rlhf_train.loading import configure_threads, resolve_device
 from rlhf_train.model_source import check_model_spec, model_location
 from rlhf_train.reward_diagnostics import reward_diagnostics
-from rlhf_train.reward_plots import write_reward_plots
+from rlhf_train.reward_plots import PLOT_FILES, write_reward_plots
 from rlhf_train.reward_scorer import RewardScorer
 from rlhf_train.workspace import Workspace
 
 DIAGNOSTICS_FILE = "diagnostics.json"
+REPORT_FILES = {DIAGNOSTICS_FILE, *PLOT_FILES}
 
 
 @dataclass
@@ -110,5 +112,27 @@ def evaluate_reward(
     test = export.split("test")
     configure_threads(workspace.config.runtime.threads)
     scorer = RewardScorer.load(location, resolve_device(workspace.config.runtime.device))
-    folder = out or workspace.root / "reports" / name / f"eval-{export.path.name}"
-    return diagnose(scorer, test, folder, {"model": name, "export": str(export.path)})
+    folder = check_output_folder(
+        out or workspace.root / "reports" / name / f"eval-{export.path.name}",
+        workspace_root=workspace.root,
+        overwrite=True,
+        foreign=not_a_reward_report,
+        kind="reward model report",
+    )
+    context = {"model": name, "export": str(export.path)}
+    diagnostics: dict[str, Any] = {}
+
+    def write(staging: Path) -> None:
+        diagnostics.update(diagnose(scorer, test, staging, context).diagnostics)
+
+    try:
+        write_folder(folder, write, replace=True)
+    except OSError as error:
+        raise write_error("--out", folder, error) from error
+    return RewardReport(folder, diagnostics, [folder / name for name in PLOT_FILES])
+
+
+def not_a_reward_report(folder: Path) -> str | None:
+    """None when `folder` holds only what `diagnose` writes, else what else it holds."""
+    others = [name for name in files_under(folder) if name not in REPORT_FILES]
+    return f"it holds {others[0]}, which the report did not write" if others else None

@@ -18,6 +18,7 @@ from matplotlib.figure import Figure
 
 FIGSIZE = (5.0, 3.5)
 DPI = 100
+PLOT_FILES = ("calibration.png", "reward_distribution.png", "accuracy_by_bucket.png")
 CHOSEN_COLOR = "tab:green"
 REJECTED_COLOR = "tab:red"
 
@@ -27,13 +28,10 @@ def write_reward_plots(diagnostics: dict[str, Any], folder: Path) -> list[Path]:
     `folder` (created if missing) and return their paths in that order."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    drawings = [
-        ("calibration.png", _draw_calibration),
-        ("reward_distribution.png", _draw_distribution),
-        ("accuracy_by_bucket.png", _draw_accuracy),
-    ]
     paths = []
-    for name, draw in drawings:
+    for name, draw in zip(
+        PLOT_FILES, (_draw_calibration, _draw_distribution, _draw_accuracy), strict=True
+    ):
         figure = Figure(figsize=FIGSIZE, dpi=DPI)
         FigureCanvasAgg(figure)
         draw(figure, diagnostics)
