@@ -85,3 +85,11 @@ def current_revision(engine: Engine) -> str | None:
 
 def head_revision() -> str | None:
     return ScriptDirectory(str(MIGRATIONS_DIR)).get_current_head()
+
+
+def is_known_revision(revision: str) -> bool:
+    """Whether this code's migrations include `revision` (a newer prefloop's do not)."""
+    return any(
+        script.revision == revision
+        for script in ScriptDirectory(str(MIGRATIONS_DIR)).walk_revisions()
+    )

@@ -13,7 +13,7 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from db.engine import make_engine, redact, session_factory
-from migrations.runner import current_revision, head_revision
+from migrations.runner import current_revision, head_revision, is_known_revision
 from rlhf_train.config import CONFIG_FILE, Config, default_config_text, load_config
 from rlhf_train.errors import UserError
 
@@ -72,6 +72,11 @@ class Workspace:
         if found is None:
             raise UserError(
                 f"The database {redact(self.db_url)} has no prefloop tables yet; run `rlhf init`."
+            )
+        if found != expected and not is_known_revision(found):
+            raise UserError(
+                f"The database {redact(self.db_url)} is at schema revision {found}, newer than "
+                f"this version of prefloop knows (its newest is {expected}); upgrade prefloop."
             )
         if found != expected:
             raise UserError(
