@@ -9,10 +9,13 @@ from dataclasses import dataclass
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from db.errors import UserError
 from db.models import Prompt, Sample
+from db.names import checked_name
 from db.text import storable
 
 _HASH_LOOKUP_CHUNK = 500
+SOURCE_LENGTH: int = Prompt.__table__.c.source.type.length
 
 
 def content_hash(text: str) -> str:
@@ -35,9 +38,16 @@ def add_prompts(
     split_of: Callable[[str], str] = lambda _hash: "train",
 ) -> PromptImport:
     """Insert new prompts; texts already stored (by content hash) or repeated are skipped."""
+    source = checked_name(
+        source, what="prompt source label", max_length=SOURCE_LENGTH, example="support-tickets"
+    )
     unique: dict[str, str] = {}
     duplicates = 0
     for text in map(storable, texts):
+        if not text.strip():
+            raise UserError(
+                "A prompt is empty once its NUL characters are removed; give it text or remove it."
+            )
         digest = content_hash(text)
         if digest in unique:
             duplicates += 1

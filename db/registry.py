@@ -9,6 +9,9 @@ from sqlalchemy.orm import Session
 
 from db.errors import UserError
 from db.models import MODEL_KINDS, Model, utcnow
+from db.names import checked_name
+
+MODEL_NAME_LENGTH: int = Model.__table__.c.name.type.length
 
 
 def find_model(session: Session, name: str) -> Model | None:
@@ -25,6 +28,7 @@ def register_model(
     config: dict[str, Any] | None = None,
     promote: bool = False,
 ) -> Model:
+    name = checked_name(name, what="model name", max_length=MODEL_NAME_LENGTH, example="sft-1")
     if kind not in MODEL_KINDS:
         raise UserError(f"Unknown model kind {kind!r}; use one of: {', '.join(MODEL_KINDS)}.")
     if find_model(session, name) is not None:

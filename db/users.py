@@ -10,8 +10,10 @@ from sqlalchemy.orm import Session
 from db.errors import UserError
 from db.login_tokens import revoke_user_tokens
 from db.models import USER_ROLES, User
+from db.names import checked_name
 
 MIN_PASSWORD_LENGTH = 8
+USER_NAME_LENGTH: int = User.__table__.c.name.type.length
 _hasher = PasswordHasher()
 
 
@@ -34,9 +36,7 @@ def _check_password(password: str) -> None:
 
 
 def create_user(session: Session, name: str, role: str, password: str) -> User:
-    name = name.strip()
-    if not name:
-        raise UserError("The user name is empty; give a name such as 'alice'.")
+    name = checked_name(name, what="user name", max_length=USER_NAME_LENGTH, example="alice")
     if role not in USER_ROLES:
         raise UserError(f"Unknown role {role!r}; use one of: {', '.join(USER_ROLES)}.")
     _check_password(password)

@@ -16,11 +16,12 @@ from typing import Any
 
 from rlhf_train.errors import UserError
 
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 
 
 def check_model_name(name: str) -> str:
-    if not _NAME.match(name):
+    # fullmatch: with match, '$' also matches before a final newline.
+    if not _NAME.fullmatch(name):
         raise UserError(
             f"{name!r} cannot name a model; use up to 100 letters, digits, '.', '_' or '-', "
             "starting with a letter or digit."
