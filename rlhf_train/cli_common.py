@@ -4,6 +4,7 @@ and opening the workspace the global --workspace option names."""
 from __future__ import annotations
 
 import argparse
+import math
 from collections.abc import Callable
 from textwrap import dedent
 from typing import Any
@@ -37,3 +38,15 @@ def open_workspace(args: argparse.Namespace, overrides: dict[str, Any] | None = 
     from rlhf_train.workspace import Workspace, workspace_path
 
     return Workspace.open(workspace_path(args.workspace), overrides)
+
+
+def finite_float(text: str) -> float:
+    """argparse type for a float flag that is not a setting (settings are checked by
+    rlhf_train.config): float() accepts inf and nan, which no such flag means."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a finite number; give e.g. 0.5")
+    return value

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import signal
 
-from rlhf_train.cli_common import add_command, open_workspace
+from rlhf_train.cli_common import add_command, finite_float, open_workspace
 
 
 def _options(args: argparse.Namespace):
@@ -173,7 +173,7 @@ def _add_round_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-steps", type=int, help="optimizer steps (optimize.steps)")
     parser.add_argument(
         "--time-limit",
-        type=float,
+        type=finite_float,
         metavar="MINUTES",
         help="stop the optimizer after the step that passes this budget, keeping its result",
     )
@@ -227,14 +227,14 @@ def add_loop_commands(commands: argparse._SubParsersAction) -> None:
     )
     simulate.add_argument(
         "--noise",
-        type=float,
+        type=finite_float,
         default=0.1,
         help="Bradley-Terry temperature: P(A) = sigmoid((oracle(A) - oracle(B)) / noise); "
         "0 always follows the oracle (default 0.1)",
     )
     simulate.add_argument(
         "--position-bias",
-        type=float,
+        type=finite_float,
         default=0.0,
         help="chance that an annotator picks the left response unread (default 0)",
     )

@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from rlhf_train.cli_common import add_command, open_workspace
+from rlhf_train.cli_common import add_command, finite_float, open_workspace
 from rlhf_train.errors import UserError
 
 
@@ -440,7 +440,7 @@ def _add_policy_commands(train_commands: argparse._SubParsersAction) -> None:
         parser.add_argument("--max-steps", type=int, help="steps to run (optimize.steps)")
         parser.add_argument(
             "--time-limit",
-            type=float,
+            type=finite_float,
             metavar="MINUTES",
             help="stop after the step that passes this wall-clock budget, keeping the result",
         )

@@ -6,6 +6,7 @@ an error that names the key, so a typo never silently falls back to a default.
 
 from __future__ import annotations
 
+import math
 import os
 import tomllib
 from collections.abc import Mapping
@@ -348,6 +349,16 @@ def _coerce(key: str, value: Any, expected: type, origin: str) -> Any:
     return value
 
 
+def _finite(key: str, value: Any, origin: str) -> Any:
+    # TOML, float() and argparse all accept inf and nan, and no setting means either:
+    # inf passes the "above 0" checks, and nan fails a range check for the wrong reason.
+    if isinstance(value, float) and not math.isfinite(value):
+        raise UserError(
+            f"Setting {key} in {origin} is {value!r}, not a finite number; fix it there."
+        )
+    return value
+
+
 def _apply(config: Config, key: str, value: Any, origin: str) -> Config:
     section_name, _, name = key.partition(".")
     section = getattr(config, section_name, None) if section_name in _section_names() else None
@@ -357,7 +368,7 @@ def _apply(config: Config, key: str, value: Any, origin: str) -> Config:
         )
     expected = {f.name: f.type for f in fields(section)}[name]
     expected_type = {"str": str, "int": int, "float": float, "bool": bool}[str(expected)]
-    coerced = _coerce(key, value, expected_type, origin)
+    coerced = _finite(key, _coerce(key, value, expected_type, origin), origin)
     check = _CHECKS.get(key)
     if check is not None and not check[0](coerced):
         raise UserError(f"Setting {key} in {origin} is {coerced!r}; it must be {check[1]}.")
