@@ -615,8 +615,8 @@ def build_parser() -> argparse.ArgumentParser:
         commands,
         "import-preferences",
         cmd_import_preferences,
-        "Store an existing preference dataset (a save_to_disk folder, .jsonl or .parquet with "
-        "prompt/chosen/rejected) as a closed round judged by the annotator 'imported'.",
+        "Store an existing preference dataset (a save_to_disk folder, .jsonl, .csv or .parquet "
+        "with prompt/chosen/rejected) as a closed round judged by the annotator 'imported'.",
         """
         rlhf import-preferences old-preferences.jsonl
         rlhf import-preferences exports/r1/hf --source last-quarter

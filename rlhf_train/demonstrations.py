@@ -9,7 +9,6 @@ than a second kind of training example.
 
 from __future__ import annotations
 
-import json
 import random
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
@@ -18,7 +17,13 @@ from typing import Any
 from datasets import Dataset
 
 from rlhf_train.errors import UserError
-from rlhf_train.prompt_sources import clean_review, open_csv, packaged_reviews, read_text_file
+from rlhf_train.prompt_sources import (
+    clean_review,
+    json_lines,
+    open_csv,
+    packaged_reviews,
+    read_text_file,
+)
 
 TEXT = "text"
 PROMPT_COMPLETION = "prompt-completion"
@@ -107,16 +112,8 @@ def _from_jsonl(path: Path) -> tuple[str, list[dict[str, Any]]]:
     shape: str | None = None
     first_line = 0
     rows = []
-    for line_number, line in enumerate(read_text_file(path).splitlines(), start=1):
-        if not line.strip():
-            continue
+    for line_number, record in json_lines(path):
         where = f"{path} line {line_number}"
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise UserError(
-                f"{where} is not valid JSON ({exc.msg}); write one JSON object per line."
-            ) from exc
         found = _format_of(record) if isinstance(record, dict) else None
         if found is None:
             raise UserError(

