@@ -5,7 +5,14 @@ Assignment rules: a pair from an open round that this annotator has not judged, 
 judgments (skips do not count) plus other annotators' unexpired leases are fewer than the
 round's overlap. Gold pairs are mixed in at the round's gold rate and are open to every
 annotator, since each one is scored on them. Showing a pair leases it to the annotator
-for LEASE_SECONDS; judging it ends the lease.
+for LEASE_SECONDS, with the side its sample A is shown on; judging it ends the lease, and
+so does a refusal (`submit_judgment`).
+
+A lease is shown again only while its pair still has room for it. A pair can end up with
+more leases than room (an undo leases back a pair that others filled meanwhile; another
+annotator turns a skip into a vote); then the earliest leases keep the pair and the later
+ones end at their annotator's next request, rather than offering, until the lease
+expires, a pair that record_judgment would refuse.
 
 Deciding and writing happen under one lock per database (`_serialize`), so two
 annotators at once can never push a pair past its overlap.
@@ -18,9 +25,10 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import case, delete, exists, func, select, text, update
-from sqlalchemy.orm import Session
+from sqlalchemy import case, delete, exists, func, or_, select, text, update
+from sqlalchemy.orm import Session, aliased, sessionmaker
 
+from db.engine import transaction
 from db.errors import UserError
 from db.models import CHOICES, Judgment, Pair, PairLease, Prompt, Round, Sample, utcnow
 
@@ -40,6 +48,8 @@ class Assignment:
     text_a: str
     text_b: str
     guidelines: str
+    # "A" or "B": the stored sample to show on the left, kept for as long as the lease.
+    left_sample: str
 
 
 @dataclass(frozen=True)
@@ -69,7 +79,7 @@ def _serialize(session: Session) -> None:
         )
 
 
-def _assignment(session: Session, pair_id: int) -> Assignment:
+def _assignment(session: Session, pair_id: int, left_sample: str) -> Assignment:
     pair = session.get(Pair, pair_id)
     query = select(Sample.id, Sample.text).where(
         Sample.id.in_([pair.sample_a_id, pair.sample_b_id])
@@ -83,6 +93,7 @@ def _assignment(session: Session, pair_id: int) -> Assignment:
         text_a=texts[pair.sample_a_id],
         text_b=texts[pair.sample_b_id],
         guidelines=round_.guidelines,
+        left_sample=left_sample,
     )
 
 
@@ -103,9 +114,24 @@ def _leased_by_others(annotator_id: int, now: datetime) -> Any:
 
 
 def _held_pair(session: Session, annotator_id: int, now: datetime) -> int | None:
-    """A pair this annotator was shown, still leased to them and not yet judged."""
-    return session.scalar(
-        select(PairLease.pair_id)
+    """A pair this annotator was shown, still leased to them, not yet judged, and with
+    room for their judgment. Their leases on pairs without room end here."""
+    earlier = aliased(PairLease)
+    # Judgments plus the live leases of others granted before this one: if that fills the
+    # overlap, this lease's judgment would be refused.
+    ahead = (
+        select(func.count(earlier.id))
+        .where(
+            earlier.pair_id == PairLease.pair_id,
+            earlier.annotator_id != annotator_id,
+            earlier.expires_at > now,
+            earlier.id < PairLease.id,
+        )
+        .scalar_subquery()
+    )
+    has_room = or_(Pair.gold_choice.is_not(None), Pair.judgment_count + ahead < Round.overlap)
+    held = session.execute(
+        select(PairLease.id, PairLease.pair_id, has_room)
         .join(Pair, Pair.id == PairLease.pair_id)
         .join(Round, Round.id == Pair.round_id)
         .where(
@@ -114,9 +140,12 @@ def _held_pair(session: Session, annotator_id: int, now: datetime) -> int | None
             Round.status == "open",
             _not_judged_by(annotator_id),
         )
-        .order_by(PairLease.expires_at.desc())
-        .limit(1)
-    )
+        .order_by(PairLease.expires_at.desc(), PairLease.id.desc())
+    ).all()
+    full = [lease_id for lease_id, _, room in held if not room]
+    if full:
+        session.execute(delete(PairLease).where(PairLease.id.in_(full)))
+    return next((pair_id for _, pair_id, room in held if room), None)
 
 
 def _ordinary_pair(session: Session, annotator_id: int, now: datetime) -> tuple[int, int] | None:
@@ -157,16 +186,41 @@ def _gold_pair(session: Session, annotator_id: int, round_id: int, draw: float) 
     return session.scalar(candidates.order_by(Pair.id).offset(int(draw * count)).limit(1))
 
 
-def _lease(session: Session, pair_id: int, annotator_id: int, now: datetime) -> None:
+def _lease(
+    session: Session, pair_id: int, annotator_id: int, now: datetime, left_sample: str
+) -> str:
+    """Lease the pair to the annotator (or extend their live lease, which keeps its side);
+    returns the side shown on the left. `left_sample` is the side of a new lease."""
     expires = now + timedelta(seconds=LEASE_SECONDS)
-    updated = session.execute(
-        update(PairLease)
-        .where(PairLease.pair_id == pair_id, PairLease.annotator_id == annotator_id)
-        .values(expires_at=expires)
-    ).rowcount
-    if not updated:
-        session.add(PairLease(pair_id=pair_id, annotator_id=annotator_id, expires_at=expires))
+    lease = session.scalar(
+        select(PairLease).where(
+            PairLease.pair_id == pair_id, PairLease.annotator_id == annotator_id
+        )
+    )
+    if lease is not None and lease.expires_at > now:
+        lease.expires_at = expires
         session.flush()
+        return lease.left_sample
+    if lease is not None:
+        # An expired lease is a new one: a new row, so its id says when it was granted.
+        session.delete(lease)
+        session.flush()
+    session.add(
+        PairLease(
+            pair_id=pair_id, annotator_id=annotator_id, expires_at=expires, left_sample=left_sample
+        )
+    )
+    session.flush()
+    return left_sample
+
+
+def release_lease(session: Session, annotator_id: int, pair_id: int) -> None:
+    """End this annotator's lease on the pair, if any: the pair is free for others."""
+    session.execute(
+        delete(PairLease).where(
+            PairLease.pair_id == pair_id, PairLease.annotator_id == annotator_id
+        )
+    )
 
 
 def next_pair(
@@ -199,8 +253,8 @@ def next_pair(
             pair_id = ordinary[0]
     if pair_id is None:
         return None
-    _lease(session, pair_id, annotator_id, now)
-    return _assignment(session, pair_id)
+    left_sample = _lease(session, pair_id, annotator_id, now, rng.choice("AB"))
+    return _assignment(session, pair_id, left_sample)
 
 
 def record_judgment(
@@ -257,13 +311,43 @@ def record_judgment(
             .where(Pair.id == pair_id)
             .values(judgment_count=Pair.judgment_count + delta)
         )
-    session.execute(
-        delete(PairLease).where(
-            PairLease.pair_id == pair_id, PairLease.annotator_id == annotator_id
-        )
-    )
+    release_lease(session, annotator_id, pair_id)
     session.flush()
     return judgment
+
+
+def submit_judgment(
+    sessions: sessionmaker[Session],
+    annotator_id: int,
+    pair_id: int,
+    *,
+    choice: str,
+    left_sample: str,
+    strength: int | None = None,
+    rationale: str = "",
+    flags: dict[str, Any] | None = None,
+    ms_spent: int = 0,
+) -> None:
+    """What the annotate page calls: record_judgment in a transaction of its own. On
+    PairUnavailable that transaction rolls back, lease and all, so the lease is ended in a
+    second one before the refusal goes on to the caller."""
+    try:
+        with transaction(sessions) as session:
+            record_judgment(
+                session,
+                annotator_id,
+                pair_id,
+                choice=choice,
+                left_sample=left_sample,
+                strength=strength,
+                rationale=rationale,
+                flags=flags,
+                ms_spent=ms_spent,
+            )
+    except PairUnavailable:
+        with transaction(sessions) as session:
+            release_lease(session, annotator_id, pair_id)
+        raise
 
 
 def undo_last(session: Session, annotator_id: int, *, now: datetime | None = None) -> int | None:
@@ -285,9 +369,14 @@ def undo_last(session: Session, annotator_id: int, *, now: datetime | None = Non
         session.execute(
             update(Pair).where(Pair.id == pair_id).values(judgment_count=Pair.judgment_count - 1)
         )
+    left_sample = judgment.left_sample
     session.delete(judgment)
     session.flush()
-    _lease(session, pair_id, annotator_id, now or utcnow())
+    # Shown again the way round it was judged. Any lease left from before is replaced: the
+    # side must be the judgment's, and the new row's id puts it behind leases granted while
+    # the judgment stood (if those fill the pair, _held_pair ends this one).
+    release_lease(session, annotator_id, pair_id)
+    _lease(session, pair_id, annotator_id, now or utcnow(), left_sample)
     return pair_id
 
 

@@ -90,9 +90,27 @@ class User(Base):
     role: Mapped[str] = mapped_column(String(20))
     password_hash: Mapped[str] = mapped_column(String(255))
     active: Mapped[bool] = mapped_column(Boolean, default=True)
+    # Password checks since the last success (db.auth reserves one before each check),
+    # forgotten a day after the last of them; 0 again once the account locks.
     failed_logins: Mapped[int] = mapped_column(Integer, default=0)
     locked_until: Mapped[datetime | None]
+    failed_login_at: Mapped[datetime | None]
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class LoginFailure(Base):
+    """Failed logins under a name that has no account, counted like users.failed_logins
+    so that the lockout cannot tell which names exist. Keyed by a hash of the name: people
+    type passwords into the name field, and those must not be stored as they were typed."""
+
+    __tablename__ = "login_failures"
+
+    # sha256 of the stripped name, hex.
+    name_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    failed_logins: Mapped[int] = mapped_column(Integer, default=0)
+    locked_until: Mapped[datetime | None]
+    # Rows whose last failure is older than db.auth.FORGET_FAILURES_AFTER are deleted.
+    failed_login_at: Mapped[datetime] = mapped_column(index=True)
 
 
 class LoginToken(Base):
@@ -260,12 +278,18 @@ class PairLease(Base):
     __tablename__ = "pair_leases"
     __table_args__ = (
         UniqueConstraint("pair_id", "annotator_id", name="uq_pair_leases_pair_annotator"),
+        _one_of("left_sample", ("A", "B"), "left_sample"),
     )
 
+    # Ids grow with the time a lease was granted: when a pair holds more leases than it
+    # has room for (an undo, a skip turned into a vote), the earliest ones keep it.
     id: Mapped[int] = mapped_column(primary_key=True)
     pair_id: Mapped[int] = mapped_column(ForeignKey("pairs.id"), index=True)
     annotator_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
     expires_at: Mapped[datetime]
+    # Which stored sample the annotator sees on the left, fixed for the lease's life so
+    # that a reload, a second tab or an undo shows the pair the same way round.
+    left_sample: Mapped[str] = mapped_column(String(1))
 
 
 class Export(Base):

@@ -11,6 +11,7 @@ from db.models import (
     Base,
     Export,
     Judgment,
+    LoginFailure,
     Model,
     Pair,
     PairLease,
@@ -66,7 +67,10 @@ def _fill_every_table(engine) -> None:
         session.add_all(
             [
                 Judgment(pair_id=pair.id, annotator_id=user.id, choice="A", left_sample="B"),
-                PairLease(pair_id=pair.id, annotator_id=user.id, expires_at=utcnow()),
+                PairLease(
+                    pair_id=pair.id, annotator_id=user.id, expires_at=utcnow(), left_sample="A"
+                ),
+                LoginFailure(name_hash="n" * 64, failed_logins=1, failed_login_at=utcnow()),
                 export,
             ]
         )
@@ -143,4 +147,41 @@ def test_judgment_counts_are_backfilled(db_url: str) -> None:
     with engine.connect() as connection:
         count = connection.exec_driver_sql("SELECT judgment_count FROM pairs").scalar()
     assert count == 1  # the skip does not count
+    engine.dispose()
+
+
+def test_existing_leases_get_a_side(db_url: str) -> None:
+    """Leases made before revision 0005 keep working: each gets a side (A or B), both sides
+    are used, and the new login_failures table starts empty."""
+    engine = make_engine(db_url)
+    upgrade(engine, "0004")
+    statements = [
+        "INSERT INTO users (id, name, role, password_hash, active, failed_logins, created_at) "
+        "VALUES (1, 'a', 'annotator', 'x', true, 0, '2026-01-01'), "
+        "(2, 'b', 'annotator', 'x', true, 0, '2026-01-01')",
+        "INSERT INTO models (id, kind, name, path, config, metrics, created_at) "
+        "VALUES (1, 'policy', 'p', '/p', '{}', '{}', '2026-01-01')",
+        "INSERT INTO rounds (id, number, status, overlap, gold_rate, guidelines, created_at) "
+        "VALUES (1, 1, 'open', 3, 0, '', '2026-01-01')",
+        "INSERT INTO prompts (id, text, source, content_hash, split, chat, created_at) "
+        "VALUES (1, 'q', 't', 'h', 'train', false, '2026-01-01')",
+        "INSERT INTO samples (id, prompt_id, policy_id, round_id, text, decoding, seed, "
+        "token_count, finished, created_at) VALUES "
+        "(1, 1, 1, 1, 'x', '{}', 0, 1, true, '2026-01-01'), "
+        "(2, 1, 1, 1, 'y', '{}', 0, 1, true, '2026-01-01')",
+        "INSERT INTO pairs (id, round_id, prompt_id, sample_a_id, sample_b_id, strategy, "
+        "created_at) VALUES (1, 1, 1, 1, 2, 'random', '2026-01-01')",
+        "INSERT INTO pair_leases (id, pair_id, annotator_id, expires_at) VALUES "
+        "(1, 1, 1, '2026-01-01'), (2, 1, 2, '2026-01-01')",
+    ]
+    with engine.begin() as connection:
+        for statement in statements:
+            connection.exec_driver_sql(statement)
+    upgrade(engine)
+    with engine.connect() as connection:
+        sides = connection.exec_driver_sql("SELECT left_sample FROM pair_leases ORDER BY id")
+        assert sorted(side for (side,) in sides) == ["A", "B"]
+        failures = connection.exec_driver_sql("SELECT count(*) FROM login_failures").scalar()
+        assert failures == 0
+    assert _differences(engine) == []
     engine.dispose()
