@@ -17,12 +17,8 @@ from db.users import create_user, reset_password, set_active
 
 
 def _login(workspace, name: str, password: str, **kwargs) -> User:
-    """Like the login page: the session is committed whether or not the login worked."""
-    with workspace.sessions() as session:
-        try:
-            return authenticate(session, name, password, **kwargs)
-        finally:
-            session.commit()
+    """Like the login page: authenticate commits its own transactions."""
+    return authenticate(workspace.sessions, name, password, **kwargs)
 
 
 def test_login_and_lockout(workspace) -> None:

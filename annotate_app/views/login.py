@@ -13,15 +13,11 @@ with st.form("login"):
     password = st.text_input("Password", type="password")
     submitted = st.form_submit_button("Log in")
 if submitted:
-    # Committed whether or not the password matched: failed attempts are counted.
-    with sessions()() as session:
-        try:
-            user = authenticate(session, name, password)
-            user_id = user.id
-            session.commit()
-        except LoginRefused as refused:
-            session.commit()
-            st.error(str(refused))
-        else:
-            log_in(user_id)
-            st.rerun()
+    # authenticate runs its own transactions: failed attempts are counted either way.
+    try:
+        user = authenticate(sessions(), name, password)
+    except LoginRefused as refused:
+        st.error(str(refused))
+    else:
+        log_in(user.id)
+        st.rerun()
