@@ -23,12 +23,17 @@ def main() -> None:
         navigation = st.navigation([st.Page(PAGES / "login.py", title="Log in", default=True)])
         navigation.run()
         return
-    pages = {
-        "Annotate": [st.Page(PAGES / "annotate.py", title="Annotate", default=True)],
-    }
+    # Leads land on Rounds: opening Annotate leases a pair, which a lead who came to
+    # manage the round would hold from the annotators for the lease's ten minutes.
+    annotate = st.Page(
+        PAGES / "annotate.py", title="Annotate", url_path="annotate", default=not user.is_lead
+    )
+    pages = {"Annotate": [annotate]}
     if user.is_lead:
         pages["Lead"] = [
-            st.Page(PAGES / "rounds.py", title="Rounds", url_path="rounds"),
+            # Served at the root; /rounds (a link, a bookmark) stays the same page.
+            st.Page(PAGES / "rounds.py", title="Rounds", url_path="lead", default=True),
+            st.Page(PAGES / "rounds.py", title="Rounds", url_path="rounds", visibility="hidden"),
             st.Page(PAGES / "quality.py", title="Quality", url_path="quality"),
             st.Page(PAGES / "users.py", title="Users", url_path="users"),
             st.Page(PAGES / "runs.py", title="Training runs", url_path="runs"),
