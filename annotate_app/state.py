@@ -1,7 +1,8 @@
 """What every page shares: the database, the logged-in user, and the role checks.
 
 A login is a token (db.login_tokens) kept in Streamlit's per-browser-session state and
-in a cookie, so that a reload or a new tab of the same browser stays logged in. Every run
+in an HttpOnly cookie (set by our server: annotate_app/login_cookie.py), so that a reload
+or a new tab of the same browser stays logged in. Every run
 looks the token up again, so a logout elsewhere, a password reset, a deactivated account
 or a changed role takes effect at once, and lead pages refuse annotators on the server
 side.
@@ -9,7 +10,6 @@ side.
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -18,15 +18,18 @@ from dataclasses import dataclass
 import streamlit as st
 from sqlalchemy.orm import Session, sessionmaker
 
+from annotate_app import login_cookie
 from db.engine import make_engine, session_factory, transaction
-from db.login_tokens import LOGIN_LASTS, issue_token, revoke_token, user_for_token
+from db.login_tokens import issue_token, revoke_token, user_for_token
 
 TOKEN_KEY = "login_token"
 # Set once this browser session has looked at the cookie it arrived with.
 COOKIE_READ_KEY = "login_cookie_read"
-# A change to the cookie, made by the next run of the app (see draw_cookie_change).
+# A change to the cookie, made by the next run of the app (see draw_cookie_change), and
+# the one-time code that the page was given for it.
 COOKIE_CHANGE_KEY = "login_cookie_change"
-LOGIN_COOKIE = "prefloop_login"
+COOKIE_CODE_KEY = "login_cookie_code"
+LOGIN_COOKIE = login_cookie.COOKIE
 
 
 @st.cache_resource
@@ -68,6 +71,10 @@ def _token() -> str | None:
         # logout in this session ends that very token in the database.
         st.session_state[COOKIE_READ_KEY] = True
         token = st.context.cookies.get(LOGIN_COOKIE)
+        if token is not None:
+            # Kept before the database is asked: if it does not answer, the next run
+            # asks again instead of forgetting the cookie it was read from.
+            st.session_state[TOKEN_KEY] = token
     return token
 
 
@@ -79,6 +86,7 @@ def current_user() -> CurrentUser | None:
         user = user_for_token(session, token)
         if user is None:
             st.session_state.pop(TOKEN_KEY, None)
+            st.session_state.pop(COOKIE_CODE_KEY, None)
             st.session_state[COOKIE_CHANGE_KEY] = None
             return None
         st.session_state[TOKEN_KEY] = token
@@ -90,6 +98,7 @@ def log_in(user_id: int) -> None:
     with write() as session:
         token = issue_token(session, user_id)
     st.session_state[TOKEN_KEY] = token
+    st.session_state.pop(COOKIE_CODE_KEY, None)
     st.session_state[COOKIE_CHANGE_KEY] = token
 
 
@@ -106,23 +115,23 @@ def log_out() -> None:
 def draw_cookie_change() -> None:
     """Store or remove the login cookie in the browser, if a login or logout asked to.
 
-    Python cannot set a cookie on Streamlit's connection, so a line of script does. It
-    holds nothing but the token, which is URL-safe base64; the cookie is SameSite=Strict,
-    lasts as long as the token, and is Secure when the page came over HTTPS.
+    Python cannot set a cookie on Streamlit's connection, and a cookie that a page
+    script writes cannot be HttpOnly. So the page gets a one-time code, never the token:
+    a line of script posts it to our endpoint, whose answer sets or removes the cookie
+    (HttpOnly, SameSite=Strict, lasting as long as the token, Secure over HTTPS).
     """
     if COOKIE_CHANGE_KEY not in st.session_state:
         return
-    token = st.session_state.pop(COOKIE_CHANGE_KEY)
-    if token is None:
-        value, max_age = "", 0
-    else:
-        value, max_age = token, int(LOGIN_LASTS.total_seconds())
-    cookie = f"{LOGIN_COOKIE}={value}; Path=/; Max-Age={max_age}; SameSite=Strict"
-    script = (
-        f"document.cookie = {json.dumps(cookie)}"
-        " + (window.location.protocol === 'https:' ? '; Secure' : '');"
-    )
-    st.html(f"<script>{script}</script>", unsafe_allow_javascript=True)
+    code = st.session_state.get(COOKIE_CODE_KEY)
+    if code is not None and login_cookie.was_redeemed(code):
+        del st.session_state[COOKIE_CHANGE_KEY], st.session_state[COOKIE_CODE_KEY]
+        return
+    # Offered again on every run until the server has seen it: a run that follows at
+    # once can replace the page before its script ran.
+    if code is None or not login_cookie.is_live(code):
+        code = login_cookie.new_code(st.session_state[COOKIE_CHANGE_KEY])
+        st.session_state[COOKIE_CODE_KEY] = code
+    st.html(f"<script>{login_cookie.page_script(code)}</script>", unsafe_allow_javascript=True)
 
 
 def require_user() -> CurrentUser:

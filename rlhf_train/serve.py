@@ -13,11 +13,13 @@ from rlhf_train.workspace import Workspace
 
 
 def app_script() -> Path:
+    """The script `streamlit run` is given: annotate_app/asgi.py, which serves the app
+    together with the endpoint that sets the HttpOnly login cookie."""
     # Found without importing: rlhf_train does not depend on the app's code.
     spec = importlib.util.find_spec("annotate_app")
     if spec is None or not spec.submodule_search_locations:
         raise UserError("The annotate_app package is missing; reinstall prefloop (make up).")
-    return Path(next(iter(spec.submodule_search_locations))) / "app.py"
+    return Path(next(iter(spec.submodule_search_locations))) / "asgi.py"
 
 
 def check_port_free(port: int, address: str) -> None:

@@ -1,0 +1,148 @@
+"""The login cookie and the page after a login, in a real browser.
+
+The cookie is set by our server (annotate_app/login_cookie.py), HttpOnly, so that no page
+script can read the 14-day token. The fixtures (server, browser, template database) are
+the ones of test_browser.py.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+
+import pytest
+
+from tests.browser import (
+    CHROMIUM,
+    assert_no_app_exception,
+    go,
+    log_in,
+    submit_login,
+    wait_for_pair,
+    wait_idle,
+)
+
+if not CHROMIUM.exists():
+    pytest.skip(f"browser tests need Chromium at {CHROMIUM}", allow_module_level=True)
+
+from annotate_app.login_cookie import COOKIE, ENDPOINT  # noqa: E402
+from db.login_tokens import LOGIN_LASTS  # noqa: E402
+from tests import test_browser  # noqa: E402
+
+browser = test_browser.browser
+new_page = test_browser.new_page
+template_db = test_browser.template_db
+shared_app = test_browser.shared_app
+app_db = test_browser.app_db
+
+# The one-time code in the script the page runs after a login or logout.
+CODE_IN_PAGE = re.compile(r'body: "([A-Za-z0-9_-]{20,})"')
+POST = "([url, body]) => fetch(url, {method: 'POST', body}).then((reply) => reply.status)"
+
+
+def _poll(condition, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.05)
+
+
+def _login_cookie(page) -> dict | None:
+    found = [cookie for cookie in page.context.cookies() if cookie["name"] == COOKIE]
+    return found[0] if found else None
+
+
+def _wait_for_cookie(page, present: bool) -> dict | None:
+    _poll(lambda: (_login_cookie(page) is not None) == present)
+    return _login_cookie(page)
+
+
+def _shows_login_form(page) -> None:
+    page.get_by_role("button", name="Log in").wait_for()
+    wait_idle(page)
+    assert page.get_by_text("Logged in as").count() == 0
+    assert_no_app_exception(page)
+
+
+def test_the_login_cookie_is_httponly_and_only_the_server_sets_it(app_db, new_page) -> None:
+    app_db.add_user("ann")
+    base = app_db.base_url
+    page = new_page()
+    log_in(page, base, "ann")
+    first = wait_for_pair(page)
+    cookie = _wait_for_cookie(page, present=True)
+    assert cookie["httpOnly"] is True
+    assert cookie["sameSite"] == "Strict" and cookie["path"] == "/"
+    assert cookie["secure"] is False  # plain http here; see the https test below
+    lasts = cookie["expires"] - time.time()
+    assert LOGIN_LASTS.total_seconds() - 3600 < lasts <= LOGIN_LASTS.total_seconds()
+    # No page script can read it, and the page never held the token.
+    assert COOKIE not in page.evaluate("document.cookie")
+    html = page.content()
+    assert cookie["value"] not in html
+    [code] = CODE_IN_PAGE.findall(html)
+
+    # The code in the page was used up: replaying it, or a forged one, sets nothing.
+    endpoint = f"{base}/{ENDPOINT}"
+    assert page.evaluate(POST, [endpoint, code]) == 403
+    assert page.evaluate(POST, [endpoint, "forged-code-" + "x" * 30]) == 403
+    assert _login_cookie(page)["value"] == cookie["value"]
+
+    # A reload reads the cookie on the server: same user, same leased pair.
+    page.reload()
+    page.get_by_text("Logged in as ann").wait_for()
+    assert wait_for_pair(page).prompt == first.prompt
+
+    # Logging out removes the cookie; the next reload asks for the password.
+    page.get_by_role("button", name="Log out").click()
+    _shows_login_form(page)
+    _wait_for_cookie(page, present=False)
+    page.reload()
+    _shows_login_form(page)
+
+
+def test_over_https_the_login_cookie_is_secure(app_db, new_page) -> None:
+    """Behind a TLS proxy (X-Forwarded-Proto: https) the cookie gets Secure."""
+    app_db.add_user("ann")
+    page = new_page()
+    set_cookies: list[str] = []
+
+    def through_proxy(route) -> None:
+        headers = dict(route.request.headers, **{"x-forwarded-proto": "https"})
+        response = route.fetch(headers=headers)
+        header = response.headers.get("set-cookie", "")
+        route.fulfill(response=response)
+        set_cookies.append(header)
+
+    page.route(f"**/{ENDPOINT}", through_proxy)
+    log_in(page, app_db.base_url, "ann")
+    _poll(lambda: bool(set_cookies))
+    attributes = [part.strip().lower() for part in set_cookies[0].split(";")]
+    assert attributes[0].startswith(f"{COOKIE}=")
+    assert {"secure", "httponly", "samesite=strict", "path=/"} <= set(attributes)
+
+
+def test_after_login_the_page_asked_for_is_shown(app_db, new_page) -> None:
+    app_db.add_user("boss", "lead")
+    app_db.add_user("ann")
+    base = app_db.base_url
+    lead = new_page()
+    # A link to a lead page, followed while logged out: the login form at that address,
+    # no "Page not found", and the page itself right after the login.
+    go(lead, base, "/quality")
+    assert lead.get_by_role("dialog").count() == 0
+    submit_login(lead, "boss")
+    lead.get_by_role("heading", name="Quality").wait_for()
+    lead.get_by_text("Logged in as boss").wait_for()
+    assert lead.url.endswith("/quality")
+    assert_no_app_exception(lead)
+
+    # An annotator following the same kind of link gets their own page, not the lead's.
+    annotator = new_page()
+    go(annotator, base, "/users")
+    submit_login(annotator, "ann")
+    annotator.get_by_role("heading", name="Annotate").wait_for()
+    wait_idle(annotator)
+    assert annotator.get_by_text("Add a user").count() == 0
+    assert annotator.get_by_role("heading", name="Users").count() == 0
+    assert_no_app_exception(annotator)
