@@ -1,6 +1,12 @@
-"""Lead page: annotation quality per annotator and per round."""
+"""Lead page: annotation quality per annotator and per round.
+
+A figure that cannot be computed yet (no gold pairs judged, no pair with two votes) is
+None in the report and shown as a dash, with a sentence saying why.
+"""
 
 from __future__ import annotations
+
+import math
 
 import pandas as pd
 import streamlit as st
@@ -8,8 +14,23 @@ import streamlit as st
 from annotate_app.state import require_lead, sessions
 from rlhf_train.quality import quality_report
 
+NO_FIGURE = "–"
+
 require_lead()
 st.title("Quality")
+
+
+def _cell(value: object) -> object:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return NO_FIGURE
+    # Rates and seconds as three decimals: the column holds text once a dash is in it.
+    return f"{value:.3f}" if isinstance(value, float) else value
+
+
+def _shown(frame: pd.DataFrame) -> pd.DataFrame:
+    """The table as displayed: a missing figure is a dash, not "None"."""
+    return frame.map(_cell)
+
 
 with sessions()().connection() as connection:
     annotators, rounds = quality_report(connection)
@@ -37,9 +58,10 @@ st.subheader("Annotators")
 st.caption(
     "Left-side rate: the share of A/B choices that picked the response shown on the left; "
     "far from 0.5 means position bias. Agreement with majority: with the majority of the "
-    "other annotators, where they have one."
+    "other annotators, where they have one. A dash: no gold pair or no pair with other "
+    "votes judged yet."
 )
-st.dataframe(table, hide_index=True)
+st.dataframe(_shown(table), hide_index=True)
 st.bar_chart(
     table.set_index("annotator")[["gold accuracy", "agreement with majority", "left-side rate"]],
     stack=False,
@@ -48,18 +70,20 @@ st.bar_chart(table.set_index("annotator")[["judgments"]])
 
 st.subheader("Rounds")
 st.dataframe(
-    pd.DataFrame(
-        [
-            {
-                "round": r.number,
-                "status": r.status,
-                "votes": r.votes,
-                "pairs with votes": r.pairs_with_votes,
-                "pairwise agreement": r.pairwise_agreement,
-                "Krippendorff's alpha": r.krippendorff_alpha,
-            }
-            for r in rounds
-        ]
+    _shown(
+        pd.DataFrame(
+            [
+                {
+                    "round": r.number,
+                    "status": r.status,
+                    "votes": r.votes,
+                    "pairs with votes": r.pairs_with_votes,
+                    "pairwise agreement": r.pairwise_agreement,
+                    "Krippendorff's alpha": r.krippendorff_alpha,
+                }
+                for r in rounds
+            ]
+        )
     ),
     hide_index=True,
 )

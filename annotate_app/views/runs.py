@@ -14,6 +14,7 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
+from annotate_app.plain import literal
 from annotate_app.run_view import (
     CANCELLABLE,
     OPTIMIZERS,
@@ -47,7 +48,7 @@ st.title("Training runs")
 try:
     loop = loop_settings()
 except UserError as error:
-    st.error(str(error))
+    st.error(literal(str(error)))  # it may quote rlhf.toml's values
     loop = LoopSettings()
 
 with st.form("start_retraining"):
@@ -74,7 +75,7 @@ if submitted:
             )
             job_id, round_number = job.id, job.config.get("round")
     except UserError as error:
-        st.error(str(error))
+        st.error(literal(str(error)))
     else:
         st.success(
             f"Queued retraining run #{job_id} (round {round_number}, {optimizer}); "
@@ -186,7 +187,7 @@ def live(refreshing: bool) -> None:
         del st.session_state[NOTICE_KEY]
     elif notice is not None:
         kind, text, _ = notice
-        (st.error if kind == "error" else st.success)(text)
+        (st.error if kind == "error" else st.success)(literal(text))
     if not rows:
         st.info("No training runs yet. Start a retraining above, or `rlhf train ...`.")
         return
