@@ -176,7 +176,14 @@ def wait_for_pair(page) -> Shown:
     page.locator('.st-key-right_response [data-testid="stText"]').wait_for()
     wait_idle(page)
     page.wait_for_function(_BUTTONS_SHOWN, arg=list(PAIR_BUTTONS))
+    wait_for_keys(page)
     return shown(page)
+
+
+def wait_for_keys(page) -> None:
+    """Wait until the page's key handler (annotate_app/pair_keys.js) has loaded and is not
+    waiting for the answer to a submit or undo: keys pressed from now on count."""
+    page.wait_for_function("() => document.documentElement.dataset.pairKeys === 'ready'")
 
 
 def wait_for_judgments_today(page, count: int) -> None:

@@ -1,21 +1,30 @@
 """The annotate page: a prompt, two responses side by side in random order, a choice.
 
 Responses are model output and untrusted: they are rendered with st.text, which shows
-them as plain text (line breaks kept) and never as HTML or Markdown.
+them as plain text (line breaks kept) and never as HTML or Markdown, with bidirectional
+control characters made visible (annotate_app/display.py), in boxes of bounded height
+so that the buttons stay on screen however long a response is.
+
+Keys and button clicks are collected in the browser (annotate_app/pair_keys.py): each
+submit arrives with the choice and strength it was made with, however fast they were
+typed. Which sample is shown on the left comes with the lease (db.judgments), so a
+reload, a second tab or an undo shows the pair the same way round.
 """
 
 from __future__ import annotations
 
-import random
+import secrets
 import time
 
 import streamlit as st
 from streamlit.delta_generator import DeltaGenerator
 
+from annotate_app.display import reveal_bidi
+from annotate_app.pair_keys import ClientState, Command, client_state, pair_keys
 from annotate_app.state import require_user, sessions, write
-from db.judgments import PairUnavailable, next_pair, progress, record_judgment, undo_last
+from db.judgments import PairUnavailable, next_pair, progress, submit_judgment, undo_last
 
-CHOICES = {  # key -> (button label, shortcut)
+CHOICES = {  # value -> (button label, key)
     "left": ("Left is better", "1"),
     "right": ("Right is better", "2"),
     "tie": ("Tie", "3"),
@@ -24,10 +33,26 @@ CHOICES = {  # key -> (button label, shortcut)
 }
 STRENGTHS = {1: ("Slightly", "Q"), 2: ("Clearly", "W"), 3: ("Much better", "E")}
 FLAGS = {"unsafe": "Unsafe", "broken": "Broken", "off_topic": "Off-topic"}
+SUBMIT_KEY, UNDO_KEY = "Enter", "U"
+# Each key's action is the widget key of the button that does the same.
+SHORTCUTS = {
+    **{key.lower(): f"choice_{value}" for value, (_, key) in CHOICES.items()},
+    **{key.lower(): f"strength_{value}" for value, (_, key) in STRENGTHS.items()},
+    SUBMIT_KEY.lower(): "submit",
+    UNDO_KEY.lower(): "undo",
+}
+KEYS_WIDGET = "pair_keys"
+# A response box scrolls inside itself beyond this height, the prompt box beyond its own.
+_BOUNDED_BOXES = """
+<style>
+.st-key-left_response, .st-key-right_response { max-height: 42vh; overflow-y: auto; }
+.st-key-prompt { max-height: 18vh; overflow-y: auto; }
+</style>
+"""
 
 
 def _reset_pair() -> None:
-    for key in ("assignment", "left", "shown_at", "choice", "strength"):
+    for key in ("assignment", "left", "shown_at", "view"):
         st.session_state.pop(key, None)
     # Widget values are set, not removed: a removed key is sent back by the browser with
     # its old value, and the next pair would inherit the flags and rationale.
@@ -37,14 +62,17 @@ def _reset_pair() -> None:
 
 
 def _load_pair(user_id: int) -> None:
-    if st.session_state.get("assignment") is not None:
+    """Lease the next pair, once per screen: `view` names this showing of it (or of
+    "nothing left"), so the browser's keys apply to the screen they were typed on."""
+    if "view" in st.session_state:
         return
     with write() as session:
         assignment = next_pair(session, user_id)
     st.session_state.assignment = assignment
-    # Which stored sample is shown on the left, drawn per judgment and stored with it.
-    st.session_state.left = random.choice("AB")
+    # Which stored sample is shown on the left: the lease's, stored with the judgment.
+    st.session_state.left = assignment.left_sample if assignment is not None else None
     st.session_state.shown_at = time.monotonic()
+    st.session_state.view = secrets.token_hex(8)
 
 
 def _stored_choice(choice: str, left: str) -> str:
@@ -56,25 +84,26 @@ def _stored_choice(choice: str, left: str) -> str:
     return choice
 
 
-def _submit(user_id: int) -> None:
-    assignment, choice = st.session_state.get("assignment"), st.session_state.get("choice")
-    if assignment is None or choice is None:
+def _submit(user_id: int, command: Command) -> None:
+    assignment = st.session_state.get("assignment")
+    if assignment is None:
+        return
+    if command.choice not in CHOICES:
         st.session_state.notice = ("warning", "Choose an answer first (keys 1 to 5).")
         return
     left = st.session_state.left
     try:
-        with write() as session:
-            record_judgment(
-                session,
-                user_id,
-                assignment.pair_id,
-                choice=_stored_choice(choice, left),
-                left_sample=left,
-                strength=st.session_state.get("strength") if choice in ("left", "right") else None,
-                rationale=st.session_state.get("rationale", "").strip(),
-                flags={flag: True for flag in FLAGS if st.session_state.get(f"flag_{flag}")},
-                ms_spent=int((time.monotonic() - st.session_state.shown_at) * 1000),
-            )
+        submit_judgment(
+            sessions(),
+            user_id,
+            assignment.pair_id,
+            choice=_stored_choice(command.choice, left),
+            left_sample=left,
+            strength=command.strength if command.choice in ("left", "right") else None,
+            rationale=st.session_state.get("rationale", "").strip(),
+            flags={flag: True for flag in FLAGS if st.session_state.get(f"flag_{flag}")},
+            ms_spent=int((time.monotonic() - st.session_state.shown_at) * 1000),
+        )
     except PairUnavailable as unavailable:
         st.session_state.notice = ("info", str(unavailable))
     _reset_pair()
@@ -91,21 +120,50 @@ def _undo(user_id: int) -> None:
     )
 
 
-def _select(state_key: str, value: object) -> None:
-    st.session_state[state_key] = value
+def _carry_out(user_id: int) -> None:
+    """Carry out, in order and once each, the commands the browser sent.
+
+    In the script rather than in the component's callback: if the database does not
+    answer, the app's retry (annotate_app/outage.py) runs this again, and a command is
+    acknowledged only once it was carried out.
+    """
+    for command in client_state(KEYS_WIDGET).commands:
+        if command.seq <= st.session_state.get("acked", 0):
+            continue
+        # The browser waits for each command's answer before it makes the next, so a
+        # command for another screen comes only from a page that was replaced meanwhile.
+        if command.view == st.session_state.get("view"):
+            if command.kind == "submit":
+                _submit(user_id, command)
+            elif command.kind == "undo":
+                _undo(user_id)
+        st.session_state.acked = command.seq
 
 
-def _button_row(columns: list[DeltaGenerator], options: dict, state_key: str) -> None:
-    """One button per option, with its shortcut; the selected one is highlighted and
-    stored in st.session_state[state_key]. Button keys are f"{state_key}_{option}"."""
-    selected = st.session_state.get(state_key)
-    for column, (value, (label, shortcut)) in zip(columns, options.items(), strict=True):
+def _keys(has_pair: bool) -> None:
+    pair_keys(
+        KEYS_WIDGET,
+        view=st.session_state.view,
+        acked=st.session_state.get("acked", 0),
+        has_pair=has_pair,
+        keys=SHORTCUTS,
+    )
+
+
+def _label(label: str, key: str) -> str:
+    # The key as inline code: shown as a key cap, and never read as Markdown itself.
+    return f"{label} `{key}`"
+
+
+def _button_row(
+    columns: list[DeltaGenerator], options: dict, prefix: str, selected: object
+) -> None:
+    """One button per option, with its key; the selected one is highlighted. Button keys
+    are f"{prefix}_{option}"; pair_keys.js handles their clicks."""
+    for column, (value, (label, key)) in zip(columns, options.items(), strict=True):
         column.button(
-            label,
-            key=f"{state_key}_{value}",
-            on_click=_select,
-            args=(state_key, value),
-            shortcut=shortcut,
+            _label(label, key),
+            key=f"{prefix}_{value}",
             type="primary" if selected == value else "secondary",
             width="stretch",
         )
@@ -126,13 +184,22 @@ def _progress(user_id: int) -> None:
 def _response(column: DeltaGenerator, title: str, text: str, key: str) -> None:
     with column.container(border=True, key=key):
         st.markdown(f"**{title}**")
-        st.text(text)
+        st.text(reveal_bidi(text))
+
+
+def _selection() -> ClientState | None:
+    client = client_state(KEYS_WIDGET)
+    return client if client.view == st.session_state.view else None
 
 
 def render() -> None:
     user = require_user()
-    st.title("Annotate")
+    _carry_out(user.id)
     _load_pair(user.id)
+    # First on the page: it stays mounted from screen to screen, and it learns of a new
+    # screen before that screen's buttons are drawn.
+    _keys(has_pair=st.session_state.assignment is not None)
+    st.title("Annotate")
     notice = st.session_state.pop("notice", None)
     if notice is not None:
         getattr(st, notice[0])(notice[1])
@@ -140,17 +207,18 @@ def render() -> None:
     assignment = st.session_state.assignment
     if assignment is None:
         st.success("Nothing left to judge right now. Thank you!")
-        st.button("Undo my last judgment", on_click=_undo, args=(user.id,), shortcut="U")
+        st.button(_label("Undo my last judgment", UNDO_KEY), key="undo")
         if st.button("Check again"):
             _reset_pair()
             st.rerun()
         return
+    st.html(_BOUNDED_BOXES)
     if assignment.guidelines.strip():
         with st.expander(f"Guidelines for round {assignment.round_number}"):
             st.markdown(assignment.guidelines)
     st.markdown("**Prompt**")
     with st.container(border=True, key="prompt"):
-        st.text(assignment.prompt)
+        st.text(reveal_bidi(assignment.prompt))
     left_text, right_text = (
         (assignment.text_a, assignment.text_b)
         if st.session_state.left == "A"
@@ -160,35 +228,22 @@ def render() -> None:
     _response(left_column, "Left", left_text, "left_response")
     _response(right_column, "Right", right_text, "right_response")
 
-    _button_row(st.columns(len(CHOICES)), CHOICES, "choice")
+    selection = _selection()
+    _button_row(st.columns(len(CHOICES)), CHOICES, "choice", selection and selection.choice)
     strength_columns = st.columns(len(STRENGTHS) + 1)
     strength_columns[0].caption("How much better (optional):")
-    _button_row(strength_columns[1:], STRENGTHS, "strength")
+    _button_row(strength_columns[1:], STRENGTHS, "strength", selection and selection.strength)
     flag_columns = st.columns(len(FLAGS))
     for column, (flag, label) in zip(flag_columns, FLAGS.items(), strict=True):
         column.checkbox(label, key=f"flag_{flag}")
     st.text_area("Rationale (optional)", key="rationale", height=68)
     submit, undo = st.columns(2)
-    submit.button(
-        "Submit",
-        key="submit",
-        on_click=_submit,
-        args=(user.id,),
-        shortcut="Enter",
-        type="primary",
-        width="stretch",
-    )
-    undo.button(
-        "Undo my last judgment",
-        key="undo",
-        on_click=_undo,
-        args=(user.id,),
-        shortcut="U",
-        width="stretch",
-    )
+    submit.button(_label("Submit", SUBMIT_KEY), key="submit", type="primary", width="stretch")
+    undo.button(_label("Undo my last judgment", UNDO_KEY), key="undo", width="stretch")
     st.caption(
         "Keys: 1 left better, 2 right better, 3 tie, 4 both bad, 5 skip; Q/W/E slightly, "
-        "clearly or much better; Enter submits; U undoes your last judgment."
+        "clearly or much better; Enter submits; U undoes your last judgment. Keys typed "
+        "in the rationale are text."
     )
 
 
