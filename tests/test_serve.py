@@ -44,7 +44,7 @@ def test_logged_in_annotator_sees_a_pair(round_ready, monkeypatch) -> None:
     assert not app.exception
     assert [title.value for title in app.title] == ["Annotate"]
     assert app.text[0].value.startswith("Prompt ")  # the prompt, as plain text
-    assert app.button(key="choice_left").label == "Left is better"
+    assert app.button(key="choice_left").label == "Left is better `1`"  # its key shown
 
 
 def test_serve_answers_http(sqlite_workspace, tmp_path) -> None:
