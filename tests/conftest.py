@@ -23,6 +23,9 @@ from tests.tiny_models import build_tiny_policy  # noqa: E402
 torch.set_num_threads(max(1, min(2, len(os.sched_getaffinity(0)))))
 
 PG_URL_VARIABLE = "RLHF_TEST_PG_URL"
+# The browser tests' fixtures (Chromium, app servers, their databases), one definition
+# for every browser test module.
+pytest_plugins = ("tests.browser_fixtures",)
 
 
 @pytest.fixture(autouse=True)

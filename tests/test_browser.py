@@ -8,20 +8,13 @@ one. Every test opens fresh browser contexts.
 
 from __future__ import annotations
 
-import itertools
 import os
-import sqlite3
 import time
-from collections.abc import Iterator
-from contextlib import ExitStack
-from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
 
 from tests.browser import (
     CHROMIUM,
-    CHROMIUM_ARGS,
     DOCS,
     PASSWORD,
     VIEWPORT,
@@ -31,7 +24,6 @@ from tests.browser import (
     log_in,
     nothing_left,
     screenshot,
-    streamlit_server,
     submit_login,
     wait_for_judgments_today,
     wait_for_pair,
@@ -45,19 +37,17 @@ if not CHROMIUM.exists():
         pytest.fail(_reason, pytrace=False)
     pytest.skip(_reason, allow_module_level=True)
 
-from playwright.sync_api import Browser, Page, sync_playwright  # noqa: E402
 from sqlalchemy import func, select  # noqa: E402
-from sqlalchemy.orm import Session, sessionmaker  # noqa: E402
 
-from db.engine import make_engine, session_factory, transaction  # noqa: E402
+from db.engine import transaction  # noqa: E402
 from db.judgments import next_pair, record_judgment  # noqa: E402
 from db.login_tokens import LOGIN_LASTS  # noqa: E402
-from db.models import Judgment, LoginToken, Pair, Prompt, Round, Sample, User  # noqa: E402
+from db.models import Judgment, LoginToken, Pair, Round, User  # noqa: E402
 from db.users import create_user, reset_password  # noqa: E402
 from rlhf_train.generate import generate_round  # noqa: E402
+from tests.browser_fixtures import N_PAIRS, poll, set_texts, stored_judgments  # noqa: E402
 from tests.helpers import round_request, store_prompts  # noqa: E402
 
-N_PAIRS = 10
 HOSTILE = (
     "<script>window.__pwned=1</script>\n"
     '<img src=x onerror="window.__pwned=2">\n'
@@ -65,166 +55,7 @@ HOSTILE = (
 )
 
 
-# --- fixtures ---------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(
-            executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True
-        )
-        yield launched
-        launched.close()
-
-
-@pytest.fixture
-def new_page(browser: Browser) -> Iterator:
-    """Pages in fresh browser contexts (no shared cookies or storage), closed afterwards."""
-    contexts = []
-
-    def open_page() -> Page:
-        context = browser.new_context(viewport=VIEWPORT)
-        context.set_default_timeout(20_000)
-        contexts.append(context)
-        return context.new_page()
-
-    yield open_page
-    for context in contexts:
-        context.close()
-
-
-@pytest.fixture
-def serve(tmp_path: Path) -> Iterator:
-    """Start the app on a database URL; every server is stopped after the test."""
-    with ExitStack() as servers:
-        logs = iter(tmp_path / f"streamlit-{n}.log" for n in itertools.count())
-
-        def start(db_url: str) -> str:
-            return servers.enter_context(streamlit_server(db_url, next(logs)))
-
-        yield start
-
-
-def _set_texts(session: Session) -> None:
-    """Replace the tiny model's random bytes by texts that name their pair and sample."""
-    for pair in session.scalars(select(Pair).order_by(Pair.id)):
-        pair.sample_a.text = f"Answer {pair.sample_a_id} to pair {pair.id}"
-        pair.sample_b.text = f"Answer {pair.sample_b_id} to pair {pair.id}"
-
-
-@pytest.fixture(scope="module")
-def template_db(tmp_path_factory: pytest.TempPathFactory, tiny_policy: Path) -> Path:
-    """A SQLite database with round 1 (overlap 3) of N_PAIRS pairs, generated once per
-    module by the tiny policy; each test works on its own copy."""
-    from rlhf_train.workspace import Workspace
-    from rlhf_train.workspace_setup import init_workspace
-
-    workspace = Workspace.open(tmp_path_factory.mktemp("browser-template") / "ws")
-    init_workspace(workspace)
-    store_prompts(workspace, [f"Prompt number {i}: say something." for i in range(N_PAIRS)])
-    generate_round(workspace, round_request(tiny_policy, n_prompts=N_PAIRS), False)
-    with transaction(workspace.sessions) as session:
-        _set_texts(session)
-        assert session.query(Pair).count() == N_PAIRS
-    workspace.engine.dispose()
-    return workspace.root / "prefloop.db"
-
-
-@dataclass
-class AppDb:
-    url: str
-    sessions: sessionmaker[Session]
-    base_url: str = ""
-
-    def add_user(self, name: str, role: str = "annotator") -> int:
-        with transaction(self.sessions) as session:
-            return create_user(session, name, role, PASSWORD).id
-
-
-def _copy_database(source: Path, target: Path) -> None:
-    """Make `target` hold what `source` holds; safe while the app has `target` open."""
-    with sqlite3.connect(source) as origin, sqlite3.connect(target, timeout=30) as copy:
-        origin.backup(copy)
-    origin.close()
-    copy.close()
-
-
-@pytest.fixture(scope="module")
-def shared_app(tmp_path_factory: pytest.TempPathFactory, template_db: Path) -> Iterator[AppDb]:
-    """One app server for the tests that need no server of their own."""
-    folder = tmp_path_factory.mktemp("browser-app")
-    path = folder / "app.db"
-    _copy_database(template_db, path)
-    engine = make_engine(f"sqlite:///{path}")
-    with streamlit_server(f"sqlite:///{path}", folder / "streamlit.log") as base_url:
-        yield AppDb(f"sqlite:///{path}", session_factory(engine), base_url)
-    engine.dispose()
-
-
-@pytest.fixture
-def app_db(shared_app: AppDb, template_db: Path) -> AppDb:
-    """The shared app, its database reset to the template: no users, no judgments."""
-    _copy_database(template_db, Path(shared_app.url.removeprefix("sqlite:///")))
-    with shared_app.sessions() as session:
-        assert session.scalar(select(User.id).limit(1)) is None
-    return shared_app
-
-
-@pytest.fixture
-def own_app_db(tmp_path: Path, template_db: Path, serve) -> Iterator[AppDb]:
-    """A copy of the template database with a server of its own, started for this test."""
-    path = tmp_path / "app.db"
-    _copy_database(template_db, path)
-    engine = make_engine(f"sqlite:///{path}")
-    yield AppDb(f"sqlite:///{path}", session_factory(engine), serve(f"sqlite:///{path}"))
-    engine.dispose()
-
-
-def _judgments(sessions: sessionmaker[Session], annotator_id: int | None = None) -> list[dict]:
-    """Judgments with what their pair stored: prompt and the texts of samples A and B."""
-    with sessions() as session:
-        query = (
-            select(Judgment, Pair, Prompt.text)
-            .join(Pair, Pair.id == Judgment.pair_id)
-            .join(Prompt, Prompt.id == Pair.prompt_id)
-            .order_by(Judgment.id)
-        )
-        if annotator_id is not None:
-            query = query.where(Judgment.annotator_id == annotator_id)
-        rows = []
-        for judgment, pair, prompt in session.execute(query).all():
-            texts = dict(
-                session.execute(
-                    select(Sample.id, Sample.text).where(
-                        Sample.id.in_([pair.sample_a_id, pair.sample_b_id])
-                    )
-                ).all()
-            )
-            rows.append(
-                {
-                    "pair_id": pair.id,
-                    "prompt": prompt,
-                    "A": texts[pair.sample_a_id],
-                    "B": texts[pair.sample_b_id],
-                    "choice": judgment.choice,
-                    "left_sample": judgment.left_sample,
-                    "strength": judgment.strength,
-                    "flags": judgment.flags,
-                    "rationale": judgment.rationale,
-                }
-            )
-        return rows
-
-
 # --- tests ------------------------------------------------------------------------------
-
-
-def _poll(condition, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.05)
 
 
 def test_login_refuses_wrong_passwords_and_locks_after_five(app_db, new_page) -> None:
@@ -245,7 +76,7 @@ def test_login_refuses_wrong_passwords_and_locks_after_five(app_db, new_page) ->
 
     for attempt in range(1, 5):
         submit_login(page, "ann", f"not-the-password-{attempt}")
-        _poll(lambda attempt=attempt: failed_logins()[0] == attempt)
+        poll(lambda attempt=attempt: failed_logins()[0] == attempt)
         wait_idle(page)
         assert alert.inner_text() == "Wrong name or password."
     submit_login(page, "ann", "not-the-password-5")
@@ -281,7 +112,7 @@ def _login_cookie(page) -> dict | None:
 
 
 def _wait_for_cookie(page, present: bool) -> dict | None:
-    _poll(lambda: (_login_cookie(page) is not None) == present)
+    poll(lambda: (_login_cookie(page) is not None) == present)
     return _login_cookie(page)
 
 
@@ -453,7 +284,7 @@ def test_ten_judgments_by_keyboard_and_clicks_store_the_side_shown(app_db, new_p
     nothing_left(page).wait_for()
     page.get_by_text(f"Round 1: {N_PAIRS} of {N_PAIRS * 3} judgments").wait_for()
 
-    stored = _judgments(app_db.sessions, user_id)
+    stored = stored_judgments(app_db.sessions, user_id)
     assert len(stored) == len(JUDGING_PLAN)
     for row, pair, (side, _keyboard, strength) in zip(stored, seen, JUDGING_PLAN, strict=True):
         assert row["prompt"] == pair.prompt
@@ -487,7 +318,7 @@ def test_flags_and_rationale_do_not_carry_over_to_the_next_pair(app_db, new_page
     _choose(page, "right", False, None)
     page.get_by_role("button", name="Submit").click()
     wait_for_judgments_today(page, 2)
-    stored = _judgments(app_db.sessions, user_id)
+    stored = stored_judgments(app_db.sessions, user_id)
     assert [(row["flags"], row["rationale"]) for row in stored] == [
         ({"unsafe": True}, "Unsafe advice."),
         ({}, ""),
@@ -505,7 +336,7 @@ def test_undo_removes_the_judgment_and_shows_the_pair_again(app_db, new_page) ->
     page.keyboard.press("Enter")
     wait_for_judgments_today(page, 1)
     assert wait_for_pair(page).prompt != before.prompt
-    [judged] = _judgments(app_db.sessions, user_id)
+    [judged] = stored_judgments(app_db.sessions, user_id)
     assert judged["prompt"] == before.prompt
 
     page.keyboard.press("u")
@@ -514,7 +345,7 @@ def test_undo_removes_the_judgment_and_shows_the_pair_again(app_db, new_page) ->
     again = wait_for_pair(page)
     assert again.prompt == before.prompt
     assert {again.left, again.right} == {before.left, before.right}
-    assert _judgments(app_db.sessions, user_id) == []
+    assert stored_judgments(app_db.sessions, user_id) == []
     with app_db.sessions() as session:
         assert session.get(Pair, judged["pair_id"]).judgment_count == 0
 
@@ -526,7 +357,7 @@ def test_undo_removes_the_judgment_and_shows_the_pair_again(app_db, new_page) ->
     page.get_by_role("button", name="Undo my last judgment").click()
     wait_for_judgments_today(page, 0)
     assert wait_for_pair(page).prompt == before.prompt
-    assert _judgments(app_db.sessions, user_id) == []
+    assert stored_judgments(app_db.sessions, user_id) == []
     assert_no_app_exception(page)
 
 
@@ -616,7 +447,7 @@ def three_pair_round(workspace, tiny_policy):
     store_prompts(workspace, [f"Shared prompt {i}." for i in range(3)])
     generate_round(workspace, round_request(tiny_policy, n_prompts=3), False)
     with transaction(workspace.sessions) as session:
-        _set_texts(session)
+        set_texts(session)
         session.scalar(select(Round)).overlap = 1
     return workspace
 

@@ -33,16 +33,7 @@ from annotate_app.login_cookie import COOKIE as LOGIN_COOKIE  # noqa: E402
 from db.engine import transaction  # noqa: E402
 from db.judgments import next_pair  # noqa: E402
 from db.models import Judgment, Pair, PairLease  # noqa: E402
-from tests import test_browser  # noqa: E402
-from tests.test_browser import _judgments  # noqa: E402
-
-# The fixtures of test_browser.py, shared by name (assigned rather than imported, as the
-# test parameters of the same names are their uses).
-browser = test_browser.browser
-new_page = test_browser.new_page
-template_db = test_browser.template_db
-shared_app = test_browser.shared_app
-app_db = test_browser.app_db
+from tests.browser_fixtures import stored_judgments  # noqa: E402
 
 # Keys typed, and the side and strength they mean: the last choice counts, with the
 # strength typed before Enter.
@@ -83,7 +74,7 @@ def test_keys_typed_ahead_of_the_reruns_all_count(app_db, new_page) -> None:
         notices = page.locator('[data-testid="stAlert"]')
         assert notices.count() == 0, notices.all_inner_texts()
 
-    stored = _judgments(app_db.sessions, user_id)
+    stored = stored_judgments(app_db.sessions, user_id)
     assert len(stored) == len(plan)
     for row, pair, (keys, side, strength, gap) in zip(stored, seen, plan, strict=True):
         assert row["prompt"] == pair.prompt
@@ -104,13 +95,13 @@ def test_undo_typed_right_after_enter_undoes_that_judgment(app_db, new_page) -> 
     # The metric reads 0 before and after: the notice says the undo ran.
     page.get_by_text("Your last judgment was removed").wait_for()
     wait_for_judgments_today(page, 0)
-    assert _judgments(app_db.sessions, user_id) == []
+    assert stored_judgments(app_db.sessions, user_id) == []
     again = wait_for_pair(page)
     assert (again.prompt, again.left) == (before.prompt, before.left)
     # Judged again, it is stored once, with the choice typed now.
     _type(page, ("2", "Enter"), 0)
     wait_for_judgments_today(page, 1)
-    [row] = _judgments(app_db.sessions, user_id)
+    [row] = stored_judgments(app_db.sessions, user_id)
     assert row[row["choice"]] == again.right
 
 
@@ -132,10 +123,10 @@ def test_the_rationale_takes_shortcut_letters_as_text(app_db, new_page) -> None:
     assert page.locator('.st-key-choice_right [data-testid="stBaseButton-primary"]').count()
     strengths = '[class*="st-key-strength_"] [data-testid="stBaseButton-primary"]'
     assert page.locator(strengths).count() == 0
-    assert _judgments(app_db.sessions, user_id) == []
+    assert stored_judgments(app_db.sessions, user_id) == []
     page.get_by_role("button", name="Submit").click()
     wait_for_judgments_today(page, 1)
-    [row] = _judgments(app_db.sessions, user_id)
+    [row] = stored_judgments(app_db.sessions, user_id)
     assert row[row["choice"]] == pair.right
     assert (row["strength"], row["rationale"]) == (None, "qwe 12345 u\ndone")
 
@@ -182,7 +173,7 @@ def test_reload_second_tab_and_undo_show_the_same_side(app_db, new_page) -> None
     wait_selected(page, "choice_left")
     page.keyboard.press("Enter")
     wait_for_judgments_today(page, 1)
-    [judged] = _judgments(app_db.sessions, user_id)
+    [judged] = stored_judgments(app_db.sessions, user_id)
     assert judged["left_sample"] == lease.left_sample
     assert judged[judged["left_sample"]] == first.left
     page.keyboard.press("u")
@@ -271,7 +262,7 @@ def test_bidi_controls_are_shown_and_a_long_response_keeps_the_buttons_on_screen
     page.keyboard.press("3")
     page.keyboard.press("Enter")
     wait_for_judgments_today(page, 1)
-    [row] = _judgments(app_db.sessions, ann)
+    [row] = stored_judgments(app_db.sessions, ann)
     assert {row["A"], row["B"]} == {LONG_TEXT, RLO_TEXT}
     assert row["choice"] == "tie"
     page.get_by_text("Round 1").wait_for()

@@ -35,24 +35,9 @@ from db.models import Model, Pair, Round, User, utcnow  # noqa: E402
 from db.users import create_user  # noqa: E402
 from rlhf_train.workspace import Workspace  # noqa: E402
 from rlhf_train.workspace_setup import init_workspace  # noqa: E402
-from tests import test_browser  # noqa: E402
-from tests.test_browser import AppDb  # noqa: E402
-
-browser = test_browser.browser
-new_page = test_browser.new_page
-template_db = test_browser.template_db
-shared_app = test_browser.shared_app
-app_db = test_browser.app_db
-serve = test_browser.serve
+from tests.browser_fixtures import AppDb  # noqa: E402
 
 OUTAGE_SENTENCE = "The database is not answering; retrying"
-
-
-def _poll(condition, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.05)
 
 
 def _cells(page, table: int = 0) -> list[str]:

@@ -27,24 +27,11 @@ if not CHROMIUM.exists():
 
 from annotate_app.login_cookie import COOKIE, ENDPOINT  # noqa: E402
 from db.login_tokens import LOGIN_LASTS  # noqa: E402
-from tests import test_browser  # noqa: E402
-
-browser = test_browser.browser
-new_page = test_browser.new_page
-template_db = test_browser.template_db
-shared_app = test_browser.shared_app
-app_db = test_browser.app_db
+from tests.browser_fixtures import poll  # noqa: E402
 
 # The one-time code in the script the page runs after a login or logout.
 CODE_IN_PAGE = re.compile(r'body: "([A-Za-z0-9_-]{20,})"')
 POST = "([url, body]) => fetch(url, {method: 'POST', body}).then((reply) => reply.status)"
-
-
-def _poll(condition, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.05)
 
 
 def _login_cookie(page) -> dict | None:
@@ -53,7 +40,7 @@ def _login_cookie(page) -> dict | None:
 
 
 def _wait_for_cookie(page, present: bool) -> dict | None:
-    _poll(lambda: (_login_cookie(page) is not None) == present)
+    poll(lambda: (_login_cookie(page) is not None) == present)
     return _login_cookie(page)
 
 
@@ -116,7 +103,7 @@ def test_over_https_the_login_cookie_is_secure(app_db, new_page) -> None:
 
     page.route(f"**/{ENDPOINT}", through_proxy)
     log_in(page, app_db.base_url, "ann")
-    _poll(lambda: bool(set_cookies))
+    poll(lambda: bool(set_cookies))
     attributes = [part.strip().lower() for part in set_cookies[0].split(";")]
     assert attributes[0].startswith(f"{COOKIE}=")
     assert {"secure", "httponly", "samesite=strict", "path=/"} <= set(attributes)

@@ -23,25 +23,12 @@ from db.engine import transaction  # noqa: E402
 from db.evaluations import add_evaluation  # noqa: E402
 from db.judgments import record_judgment  # noqa: E402
 from db.models import Model, Pair, Round, TrainingRun, utcnow  # noqa: E402
-from tests import test_browser  # noqa: E402
-from tests.test_browser import AppDb  # noqa: E402
-
-# The fixtures of test_browser.py, shared by name (assigned rather than imported, as the
-# test parameters of the same names are their uses).
-browser = test_browser.browser
-new_page = test_browser.new_page
-template_db = test_browser.template_db
-shared_app = test_browser.shared_app
-app_db = test_browser.app_db
+from tests.browser_fixtures import (
+    AppDb,  # noqa: E402
+    poll,  # noqa: E402
+)
 
 HOSTILE_LOG = "<b>x</b>\n<script>window.__pwned=1</script>\n"
-
-
-def _poll(condition, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.05)
 
 
 def _open_as_lead(app_db: AppDb, new_page, link: str):
@@ -208,7 +195,7 @@ def test_cancel_a_running_run_and_retry_a_failed_one(app_db, new_page) -> None:
     page.get_by_role("heading", name=f"Run #{running} · ppo").wait_for()
 
     page.get_by_role("button", name="Cancel run").click()
-    _poll(lambda: _run(app_db, running).cancel_requested)
+    poll(lambda: _run(app_db, running).cancel_requested)
     page.get_by_text("Cancel requested: the worker stops the run").wait_for()
     page.get_by_text(f"Cancel of run #{running} requested.").wait_for()
     assert _run(app_db, running).status == "running"  # the worker stops it, not the page
@@ -220,7 +207,7 @@ def test_cancel_a_running_run_and_retry_a_failed_one(app_db, new_page) -> None:
     page.get_by_text(f"Cancel of run #{running} requested.").wait_for(state="detached")
     page.locator('[data-testid="stCode"]').get_by_text("CUDA out of memory <b>boom</b>").wait_for()
     page.get_by_role("button", name="Retry run").click()
-    _poll(lambda: _run(app_db, failed).status == "queued")
+    poll(lambda: _run(app_db, failed).status == "queued")
     notice = page.get_by_text(f"Run #{failed} is queued again.")
     notice.wait_for()
     # The page redraws itself every 2 s while runs are active; the notice outlives two.
