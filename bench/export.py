@@ -60,9 +60,9 @@ from common import run_benchmark
 from sqlalchemy import Connection, Table, func, select
 
 from db.models import Base, Judgment, Pair, Round
-from rlhf_train.agreement import CATEGORIES
 from rlhf_train.errors import UserError
-from rlhf_train.export import ExportOptions, export_preferences
+from rlhf_train.export.preferences import ExportOptions, export_preferences
+from rlhf_train.judgments.agreement import CATEGORIES
 from rlhf_train.workspace import DATABASE_FILE, Workspace
 from rlhf_train.workspace_setup import init_workspace
 

@@ -52,17 +52,17 @@ from common import cpu_clock, cpu_model, other_cores, run_benchmark
 from sqlalchemy import func, select
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-import rlhf_train.generate as generate_module
+import rlhf_train.rounds.generate as generate_module
 from db.engine import transaction
 from db.models import Prompt, Sample
 from db.prompts import add_prompts
 from db.rounds import find_round, next_round_number
-from rlhf_train.builtin_models import BUILTIN_MODELS
-from rlhf_train.generate import RoundRequest, generate_round, request_from_config
-from rlhf_train.loading import configure_threads, load_policy, resolve_device
-from rlhf_train.model_source import model_location, resolve_policy
-from rlhf_train.prompt_sources import builtin_prompts
-from rlhf_train.sampling import end_token_ids
+from rlhf_train.models.builtin import BUILTIN_MODELS
+from rlhf_train.models.loading import configure_threads, load_policy, resolve_device
+from rlhf_train.models.sampling import end_token_ids
+from rlhf_train.models.source import model_location, resolve_policy
+from rlhf_train.prompts.sources import builtin_prompts
+from rlhf_train.rounds.generate import RoundRequest, generate_round, request_from_config
 from rlhf_train.workspace import Workspace
 from rlhf_train.workspace_setup import init_workspace
 

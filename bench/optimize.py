@@ -35,7 +35,7 @@ export_preferences like any team's data, and DPO trains for the rest of the budg
 Each method runs in a fresh subprocess of this script (`--only METHOD --state FILE`), so
 its peak resident memory (and peak GPU memory on CUDA) is its own. In the same process,
 after the peak is read, the trained policy is evaluated with
-`rlhf_train.policy_eval.evaluate_policy` on the same held-out eval-split prompts with the
+`rlhf_train.evaluation.measures.evaluate_policy` on the same held-out eval-split prompts with the
 same seed as the starting policy: reward mean before and after, Monte-Carlo KL to the
 starting policy, response length, distinct-2 and repetition. Per method the table also
 gives episodes (responses sampled: for DPO, pairs x 2), the optimizer's own seconds and
@@ -86,20 +86,20 @@ from common import CpuClock, cpu_clock, cpu_model, other_cores, run_benchmark, w
 
 from db.engine import transaction
 from db.prompts import add_prompts
-from rlhf_train.builtin_models import BUILTIN_MODELS
 from rlhf_train.errors import UserError
-from rlhf_train.export import ExportOptions, export_preferences
-from rlhf_train.import_preferences import PreferenceRow, import_preferences
-from rlhf_train.loading import configure_threads, load_policy, resolve_device
-from rlhf_train.model_source import model_location, resolve_policy
-from rlhf_train.optimize import OptimizeOptions, optimize_policy
-from rlhf_train.policy_eval import evaluate_policy
-from rlhf_train.policy_prompts import load_policy_prompts
-from rlhf_train.prompt_sources import builtin_prompts, split_by_hash
-from rlhf_train.reward_scorer import RewardScorer
-from rlhf_train.reward_train import RewardOptions, train_reward
-from rlhf_train.run_record import read_run_log
-from rlhf_train.sampling import Decoding, PromptInput, sample_completions
+from rlhf_train.evaluation.measures import evaluate_policy
+from rlhf_train.export.preferences import ExportOptions, export_preferences
+from rlhf_train.models.builtin import BUILTIN_MODELS
+from rlhf_train.models.loading import configure_threads, load_policy, resolve_device
+from rlhf_train.models.sampling import Decoding, PromptInput, sample_completions
+from rlhf_train.models.source import model_location, resolve_policy
+from rlhf_train.policy.optimize import OptimizeOptions, optimize_policy
+from rlhf_train.policy.prompts import load_policy_prompts
+from rlhf_train.prompts.sources import builtin_prompts, split_by_hash
+from rlhf_train.reward.scorer import RewardScorer
+from rlhf_train.reward.train import RewardOptions, train_reward
+from rlhf_train.rounds.import_preferences import PreferenceRow, import_preferences
+from rlhf_train.runs.record import read_run_log
 from rlhf_train.workspace import Workspace
 from rlhf_train.workspace_setup import init_workspace
 

@@ -89,17 +89,17 @@ import transformers
 import trl
 from common import cpu_clock, cpu_model, other_cores, run_benchmark
 
-import rlhf_train.reward_train as reward_module
+import rlhf_train.reward.train as reward_module
 from db.engine import transaction
 from db.prompts import content_hash
 from db.text import storable
 from rlhf_train.errors import UserError
-from rlhf_train.export import ExportOptions, export_preferences
-from rlhf_train.import_preferences import PreferenceRow, import_preferences
-from rlhf_train.loading import resolve_device
-from rlhf_train.prompt_sources import clean_review, labelled_reviews
-from rlhf_train.reward_train import RewardOptions, RewardResult, train_reward
-from rlhf_train.splitting import is_test_prompt
+from rlhf_train.export.preferences import ExportOptions, export_preferences
+from rlhf_train.models.loading import resolve_device
+from rlhf_train.prompts.sources import clean_review, labelled_reviews
+from rlhf_train.prompts.split import is_test_prompt
+from rlhf_train.reward.train import RewardOptions, RewardResult, train_reward
+from rlhf_train.rounds.import_preferences import PreferenceRow, import_preferences
 from rlhf_train.workspace import Workspace
 from rlhf_train.workspace_setup import init_workspace
 

@@ -13,7 +13,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from rlhf_train.serve import streamlit_command
+from rlhf_train.loop.serve import streamlit_command
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"

@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from db.engine import make_engine, session_factory, transaction
 from db.models import Judgment, Pair, Prompt, Sample, User
 from db.users import create_user
-from rlhf_train.generate import generate_round
+from rlhf_train.rounds.generate import generate_round
 from tests.browser import CHROMIUM, CHROMIUM_ARGS, PASSWORD, VIEWPORT, streamlit_server
 from tests.helpers import round_request, store_prompts
 

@@ -6,8 +6,8 @@ from pathlib import Path
 
 from db.engine import transaction
 from db.prompts import add_prompts
-from rlhf_train.generate import RoundRequest
-from rlhf_train.sampling import Decoding
+from rlhf_train.models.sampling import Decoding
+from rlhf_train.rounds.generate import RoundRequest
 
 TINY_DECODING = Decoding(max_new_tokens=6, temperature=1.0, top_p=1.0, batch_size=4)
 

@@ -10,8 +10,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from rlhf_train.aggregate import NO_VOTES, aggregate, margin
-from rlhf_train.agreement import (
+from rlhf_train.export.aggregate import NO_VOTES, aggregate, margin
+from rlhf_train.judgments.agreement import (
     CATEGORIES,
     CODE,
     count_matrix,
@@ -20,7 +20,7 @@ from rlhf_train.agreement import (
     pairwise_agreement,
     rater_stats,
 )
-from rlhf_train.splitting import is_test_prompt
+from rlhf_train.prompts.split import is_test_prompt
 
 
 def _votes(items: list[list[str]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

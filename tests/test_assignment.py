@@ -22,7 +22,7 @@ from db.judgments import (
 from db.models import Judgment, Pair, PairLease, Round, utcnow
 from db.round_admin import set_gold, set_status, update_settings
 from db.users import create_user
-from rlhf_train.generate import generate_round
+from rlhf_train.rounds.generate import generate_round
 from tests.helpers import round_request, store_prompts
 
 

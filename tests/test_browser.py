@@ -44,7 +44,7 @@ from db.judgments import next_pair, record_judgment  # noqa: E402
 from db.login_tokens import LOGIN_LASTS  # noqa: E402
 from db.models import Judgment, LoginToken, Pair, Round, User  # noqa: E402
 from db.users import create_user, reset_password  # noqa: E402
-from rlhf_train.generate import generate_round  # noqa: E402
+from rlhf_train.rounds.generate import generate_round  # noqa: E402
 from tests.browser_fixtures import N_PAIRS, poll, set_texts, stored_judgments  # noqa: E402
 from tests.helpers import round_request, store_prompts  # noqa: E402
 

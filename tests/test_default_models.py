@@ -11,9 +11,9 @@ from sqlalchemy import select
 from db.engine import transaction
 from db.models import Sample
 from db.prompts import add_prompts
-from rlhf_train.builtin_models import BUILTIN_MODELS
-from rlhf_train.generate import generate_round
-from rlhf_train.sampling import Decoding
+from rlhf_train.models.builtin import BUILTIN_MODELS
+from rlhf_train.models.sampling import Decoding
+from rlhf_train.rounds.generate import generate_round
 from tests.helpers import round_request
 
 
@@ -52,7 +52,7 @@ def test_default_policy_converts_once_and_generates(sqlite_workspace) -> None:
     assert {sample.decoding["chat_template"] for sample in samples} == {True, False}
 
     # Later uses read the cached folder: an ordinary checkpoint, converted only once.
-    from rlhf_train.loading import load_policy
+    from rlhf_train.models.loading import load_policy
 
     assert (folder / "model.safetensors").is_file() and not list(folder.glob("*.gguf"))
     written = (folder / "model.safetensors").stat().st_mtime_ns

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from rlhf_train.demonstrations import (
+from rlhf_train.errors import UserError
+from rlhf_train.sft.demonstrations import (
     CONVERSATIONAL,
     PROMPT_COMPLETION,
     TEXT,
@@ -16,7 +17,6 @@ from rlhf_train.demonstrations import (
     read_demonstrations,
     split_held_out,
 )
-from rlhf_train.errors import UserError
 
 CHAT = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello!"}]
 

@@ -44,7 +44,7 @@ import sys
 import torch
 from accelerate import PartialState
 
-import rlhf_train.optimize as optimize
+import rlhf_train.policy.optimize as optimize
 from rlhf_train.cli import main
 
 folder, argv = sys.argv[1], sys.argv[2:]

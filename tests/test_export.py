@@ -14,9 +14,9 @@ from sqlalchemy import select
 from db.engine import transaction
 from db.models import Export, Pair, Sample
 from rlhf_train.errors import UserError
-from rlhf_train.export import ExportOptions, export_preferences
-from rlhf_train.generate import generate_round
-from rlhf_train.import_preferences import import_preferences, read_preference_rows
+from rlhf_train.export.preferences import ExportOptions, export_preferences
+from rlhf_train.rounds.generate import generate_round
+from rlhf_train.rounds.import_preferences import import_preferences, read_preference_rows
 from tests.helpers import record_votes, round_request, store_prompts
 
 N_PAIRS = 12

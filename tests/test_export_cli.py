@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from rlhf_train.cli import build_parser, main
-from rlhf_train.generate import generate_round
+from rlhf_train.rounds.generate import generate_round
 from tests.helpers import record_votes, round_request, store_prompts
 
 

@@ -11,10 +11,10 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from rlhf_train.aggregate import aggregate
-from rlhf_train.agreement import CATEGORIES, CODE, count_matrix
-from rlhf_train.export import ExportOptions, build_splits, select_rows
-from rlhf_train.export_data import PairTable
+from rlhf_train.export.aggregate import aggregate
+from rlhf_train.export.preferences import ExportOptions, build_splits, select_rows
+from rlhf_train.export.query import PairTable
+from rlhf_train.judgments.agreement import CATEGORIES, CODE, count_matrix
 
 FILTER_KEYS = (
     "pairs_without_votes",

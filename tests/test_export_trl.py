@@ -7,8 +7,8 @@ import pytest
 import torch
 from datasets import load_from_disk
 
-from rlhf_train.export import ExportOptions, export_preferences
-from rlhf_train.generate import generate_round
+from rlhf_train.export.preferences import ExportOptions, export_preferences
+from rlhf_train.rounds.generate import generate_round
 from tests.helpers import record_votes, round_request, store_prompts
 from tests.tiny_models import build_tiny_reward_model
 

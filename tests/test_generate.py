@@ -10,8 +10,8 @@ from db.engine import transaction
 from db.models import Model, Pair, Round, Sample
 from db.registry import current_policy
 from rlhf_train.errors import UserError
-from rlhf_train.generate import generate_round
-from rlhf_train.sampling import Decoding
+from rlhf_train.models.sampling import Decoding
+from rlhf_train.rounds.generate import generate_round
 from tests.helpers import round_request, store_prompts
 
 LENGTH_REWARD = """
@@ -279,7 +279,7 @@ def test_uncertainty_pairs_have_the_closest_rewards(workspace, tiny_policy, tmp_
 
 def test_uncertainty_uses_the_newest_reward_model(workspace, tiny_policy, tmp_path) -> None:
     from db.registry import register_model
-    from rlhf_train.reward_scorer import RewardScorer
+    from rlhf_train.reward.scorer import RewardScorer
     from tests.tiny_models import build_tiny_reward_backbone
 
     folder = build_tiny_reward_backbone(tmp_path / "rm")

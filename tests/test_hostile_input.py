@@ -16,9 +16,9 @@ from sqlalchemy import Engine, inspect
 
 from db.engine import make_engine
 from rlhf_train.cli import main
-from rlhf_train.demonstrations import read_demonstrations
 from rlhf_train.errors import UserError
-from rlhf_train.model_folder import check_model_name
+from rlhf_train.models.folder import check_model_name
+from rlhf_train.sft.demonstrations import read_demonstrations
 
 Run = Callable[..., tuple[int, str, str]]
 PAIR = {"prompt": "p", "chosen": "a", "rejected": "b"}

@@ -27,8 +27,8 @@ from hypothesis import strategies as st
 
 from db.engine import make_engine
 from rlhf_train.cli import main
-from rlhf_train.demonstrations import read_demonstrations
 from rlhf_train.errors import UserError
+from rlhf_train.sft.demonstrations import read_demonstrations
 from tests.test_hostile_input import row_counts
 
 EXAMPLES = settings(

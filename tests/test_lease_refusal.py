@@ -19,7 +19,7 @@ from db.judgments import (
 from db.models import Pair, PairLease
 from db.round_admin import set_gold, update_settings
 from db.users import create_user
-from rlhf_train.generate import generate_round
+from rlhf_train.rounds.generate import generate_round
 from tests.helpers import round_request, store_prompts
 
 

@@ -14,10 +14,10 @@ from transformers import AutoModelForCausalLM
 from db.engine import transaction
 from db.models import Model, TrainingRun
 from rlhf_train.cli import main
-from rlhf_train.export import ExportOptions, export_preferences
-from rlhf_train.import_preferences import PreferenceRow, import_preferences
-from rlhf_train.optimize import OptimizeOptions, optimize_policy
-from rlhf_train.run_record import read_run_log
+from rlhf_train.export.preferences import ExportOptions, export_preferences
+from rlhf_train.policy.optimize import OptimizeOptions, optimize_policy
+from rlhf_train.rounds.import_preferences import PreferenceRow, import_preferences
+from rlhf_train.runs.record import read_run_log
 from rlhf_train.workspace import Workspace
 from rlhf_train.workspace_setup import init_workspace
 

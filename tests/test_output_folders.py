@@ -19,9 +19,9 @@ from db.models import Judgment
 from rlhf_train.atomic import check_output_folder, write_folder
 from rlhf_train.cli import main
 from rlhf_train.errors import UserError
-from rlhf_train.export_writer import not_an_export
-from rlhf_train.generate import generate_round
-from rlhf_train.reward_evaluate import not_a_reward_report
+from rlhf_train.export.writer import not_an_export
+from rlhf_train.reward.evaluate import not_a_reward_report
+from rlhf_train.rounds.generate import generate_round
 from tests.helpers import record_votes, round_request, store_prompts
 
 

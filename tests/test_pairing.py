@@ -7,7 +7,7 @@ import random
 from hypothesis import given
 from hypothesis import strategies as st
 
-from rlhf_train.pairing import PlannedPair, pair_across, pair_most_uncertain, pair_within
+from rlhf_train.rounds.pairing import PlannedPair, pair_across, pair_most_uncertain, pair_within
 
 texts = st.lists(st.sampled_from(["x", "y", "z", "same"]), min_size=0, max_size=8)
 

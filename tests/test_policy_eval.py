@@ -1,4 +1,4 @@
-"""rlhf_train/policy_eval.py: the text statistics on hand-made texts, and the
+"""rlhf_train/evaluation/measures.py: the text statistics on hand-made texts, and the
 log-probabilities, KL and evaluation on the tiny policies built in the test run."""
 
 from __future__ import annotations
@@ -9,15 +9,15 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from rlhf_train.loading import load_policy
-from rlhf_train.policy_eval import (
+from rlhf_train.evaluation.measures import (
     distinct_n,
     evaluate_policy,
     repetition_rate,
     response_token_logprobs,
     sequence_logprobs,
 )
-from rlhf_train.sampling import PromptInput, encode_prompt, end_token_ids
+from rlhf_train.models.loading import load_policy
+from rlhf_train.models.sampling import PromptInput, encode_prompt, end_token_ids
 
 PROMPTS = [
     PromptInput("This movie was", False),

@@ -18,9 +18,9 @@ from db.rounds import NewPair, NewSample, add_samples_and_pairs, round_for_gener
 from db.users import create_user
 from rlhf_train.cli import main
 from rlhf_train.errors import UserError
+from rlhf_train.evaluation.report import PolicyEvaluationOptions, evaluate_policy_report
+from rlhf_train.evaluation.text import summary_lines
 from rlhf_train.judges import JUDGES
-from rlhf_train.policy_report import PolicyEvaluationOptions, evaluate_policy_report
-from rlhf_train.policy_report_text import summary_lines
 from rlhf_train.workspace import Workspace
 from tests.tiny_models import build_tiny_bert_backbone
 

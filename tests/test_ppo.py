@@ -12,11 +12,11 @@ from sqlalchemy import select
 
 from db.models import Model, TrainingRun
 from rlhf_train.cli import main
-from rlhf_train.loading import load_policy
-from rlhf_train.ppo import PPOConfig, PPOTrainer
-from rlhf_train.run_record import run_checkpoints
-from rlhf_train.sampling import PromptInput
-from rlhf_train.trainer_args import last_checkpoint
+from rlhf_train.models.loading import load_policy
+from rlhf_train.models.sampling import PromptInput
+from rlhf_train.policy.ppo import PPOConfig, PPOTrainer
+from rlhf_train.runs.record import run_checkpoints
+from rlhf_train.runs.trainer_args import last_checkpoint
 from rlhf_train.workspace import Workspace
 
 PROMPTS = [PromptInput(f"This film number {i} was", False) for i in range(32)]
@@ -97,7 +97,7 @@ def test_lora_reference_is_the_policy_without_its_adapter(tiny_policy) -> None:
             attention_mask=rollout.attention_mask,
             position_ids=rollout.position_ids,
         ).logits
-    from rlhf_train.ppo import response_logprobs
+    from rlhf_train.policy.ppo import response_logprobs
 
     expected = response_logprobs(logits, rollout.query_responses, rollout.prompt_length, 1.0)
     mask = rollout.response_mask.bool()
@@ -195,7 +195,7 @@ def _resume_matches_a_straight_run(ppo_ws: Path, tiny_policy) -> None:
 def test_cli_resume_continues_exactly_where_it_stopped(
     ppo_ws, tiny_policy, monkeypatch, capsys
 ) -> None:
-    from rlhf_train import ppo
+    from rlhf_train.policy import ppo as ppo
 
     original = ppo.PPOTrainer.step
 

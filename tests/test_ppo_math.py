@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from rlhf_train.ppo import (
+from rlhf_train.policy.ppo import (
     KLController,
     PPOConfig,
     RunningMoments,

@@ -11,7 +11,7 @@ from db.engine import transaction
 from db.models import Prompt
 from db.prompts import add_prompts, content_hash, count_prompts
 from rlhf_train.errors import UserError
-from rlhf_train.prompt_sources import (
+from rlhf_train.prompts.sources import (
     builtin_prompts,
     read_prompt_file,
     review_opening,

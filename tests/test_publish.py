@@ -10,7 +10,7 @@ from sqlalchemy import func, select
 
 from db.models import Model
 from rlhf_train.errors import UserError
-from rlhf_train.publish import NewModel, publish_model, register_folder
+from rlhf_train.models.publish import NewModel, publish_model, register_folder
 from rlhf_train.workspace import Workspace
 from rlhf_train.workspace_setup import init_workspace
 

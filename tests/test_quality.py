@@ -7,8 +7,8 @@ from sqlalchemy import update
 
 from db.engine import transaction
 from db.models import Judgment, Pair
-from rlhf_train.generate import generate_round
-from rlhf_train.quality import quality_report
+from rlhf_train.judgments.quality import quality_report
+from rlhf_train.rounds.generate import generate_round
 from tests.helpers import record_votes, round_request, store_prompts
 
 

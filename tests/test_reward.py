@@ -16,11 +16,11 @@ from db.engine import transaction
 from db.models import Model, TrainingRun
 from rlhf_train.cli import main
 from rlhf_train.errors import UserError
-from rlhf_train.export import ExportOptions, export_preferences
-from rlhf_train.import_preferences import PreferenceRow, import_preferences
-from rlhf_train.reward_format import FORMAT_FILE
-from rlhf_train.reward_scorer import RewardScorer
-from rlhf_train.reward_train import RewardOptions, train_reward
+from rlhf_train.export.preferences import ExportOptions, export_preferences
+from rlhf_train.reward.format import FORMAT_FILE
+from rlhf_train.reward.scorer import RewardScorer
+from rlhf_train.reward.train import RewardOptions, train_reward
+from rlhf_train.rounds.import_preferences import PreferenceRow, import_preferences
 from rlhf_train.workspace import Workspace
 from rlhf_train.workspace_setup import init_workspace
 from tests.tiny_models import build_tiny_bert_backbone, build_tiny_reward_backbone
@@ -111,7 +111,7 @@ def test_training_separates_a_toy_export_and_registers_the_model(
 def test_an_untrained_backbone_is_not_already_perfect(sqlite_trainable, backbone, tmp_path):
     """The accuracy of 1.0 above comes from training, not from the toy data."""
     export = make_export(sqlite_trainable, tmp_path / "export")
-    from rlhf_train.reward_evaluate import evaluate_reward
+    from rlhf_train.reward.evaluate import evaluate_reward
 
     report = evaluate_reward(sqlite_trainable, str(backbone), str(export))
     assert report.diagnostics["accuracy"] < 0.9
@@ -159,7 +159,7 @@ def test_saved_model_scores_the_same_with_plain_transformers(
 def test_policy_backbone_starts_from_the_current_policy(
     sqlite_trainable, tiny_policy, tmp_path
 ) -> None:
-    from rlhf_train.model_source import resolve_policy
+    from rlhf_train.models.source import resolve_policy
 
     with transaction(sqlite_trainable.sessions) as session:
         policy_id = resolve_policy(session, str(tiny_policy), sqlite_trainable.models_dir).id
@@ -191,11 +191,11 @@ def test_lora_reward_model_is_saved_merged(sqlite_trainable, backbone, tmp_path)
 def test_margin_and_centering_reach_the_trainer(sqlite_trainable, backbone, tmp_path) -> None:
     """With --use-margin the loss sees the export's margins. Centering pulls rewards to
     zero: the backbone's head starts with an offset that the pairwise loss alone leaves."""
-    from rlhf_train.reward_train import _encoded
+    from rlhf_train.reward.train import _encoded
 
     export = make_export(sqlite_trainable, tmp_path / "export")
-    from rlhf_train.export_reader import read_export
-    from rlhf_train.reward_format import RewardInputFormat
+    from rlhf_train.export.reader import read_export
+    from rlhf_train.reward.format import RewardInputFormat
 
     split = read_export(None, export).split("train")
     tokenizer = AutoTokenizer.from_pretrained(backbone)
@@ -231,7 +231,7 @@ def test_margin_and_centering_reach_the_trainer(sqlite_trainable, backbone, tmp_
 def test_resume_continues_from_the_last_checkpoint(
     sqlite_trainable, backbone, tmp_path, monkeypatch
 ) -> None:
-    from rlhf_train.run_record import RunProgress
+    from rlhf_train.runs.record import RunProgress
 
     export = make_export(sqlite_trainable, tmp_path / "export")
     workspace = Workspace.open(sqlite_trainable.root, SETTINGS | {"reward.checkpoint_every": 2})
@@ -380,7 +380,7 @@ def test_empty_splits(sqlite_trainable, backbone, tmp_path, capsys) -> None:
     assert code == 2 and "test split" in err and "empty" in err
 
     with pytest.raises(UserError, match="train split .* is empty"):
-        from rlhf_train.export_reader import read_export
+        from rlhf_train.export.reader import read_export
 
         read_export(None, _emptied_train(export, tmp_path)).split("train")
 
@@ -397,7 +397,7 @@ def _emptied_train(export: Path, tmp_path: Path) -> Path:
 
 
 def test_evaluating_a_policy_is_refused(sqlite_trainable, tiny_policy, tmp_path, capsys) -> None:
-    from rlhf_train.model_source import resolve_policy
+    from rlhf_train.models.source import resolve_policy
 
     with transaction(sqlite_trainable.sessions) as session:
         name = resolve_policy(session, str(tiny_policy), sqlite_trainable.models_dir).name

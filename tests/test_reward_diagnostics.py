@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from rlhf_train.reward_diagnostics import reward_diagnostics
-from rlhf_train.reward_plots import write_reward_plots
+from rlhf_train.reward.diagnostics import reward_diagnostics
+from rlhf_train.reward.plots import write_reward_plots
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 

@@ -21,9 +21,9 @@ from db.models import Evaluation, Export, Model, Pair, Round, TrainingRun
 from db.prompts import add_prompts
 from db.registry import current_policy
 from rlhf_train.cli import main
-from rlhf_train.generate import generate_round, request_from_config
-from rlhf_train.run_summary import describe_run
-from rlhf_train.trainer_args import last_checkpoint
+from rlhf_train.rounds.generate import generate_round, request_from_config
+from rlhf_train.runs.summary import describe_run
+from rlhf_train.runs.trainer_args import last_checkpoint
 from rlhf_train.workspace import Workspace
 from tests.helpers import loop_settings, record_votes
 from tests.tiny_models import build_tiny_reward_backbone

@@ -23,8 +23,8 @@ from db.runs import (
     request_cancel,
     retry_run,
 )
-from rlhf_train.heartbeat import Heartbeat
-from rlhf_train.run_record import RunLog, finish_run
+from rlhf_train.runs.heartbeat import Heartbeat
+from rlhf_train.runs.record import RunLog, finish_run
 from rlhf_train.workspace import Workspace
 from rlhf_train.workspace_setup import init_workspace
 from tests.helpers import record_votes

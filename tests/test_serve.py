@@ -15,7 +15,7 @@ from streamlit.testing.v1 import AppTest
 
 from db.engine import transaction
 from rlhf_train.cli import main
-from rlhf_train.generate import generate_round
+from rlhf_train.rounds.generate import generate_round
 from tests.browser import free_port, running_server
 from tests.helpers import round_request, store_prompts
 
@@ -84,7 +84,7 @@ def test_serve_runs_a_worker_that_ends_with_it(sqlite_workspace, tmp_path) -> No
         "import sys\n"
         "from pathlib import Path\n"
         "from rlhf_train.workspace import Workspace\n"
-        "from rlhf_train.worker import start_beside\n"
+        "from rlhf_train.loop.worker import start_beside\n"
         "print(start_beside(Workspace.open(Path(sys.argv[1]))).pid, flush=True)\n"
         "import time; time.sleep(3)\n"
     )

@@ -20,12 +20,12 @@ from db.engine import transaction
 from db.models import Model, TrainingRun
 from db.registry import current_policy, find_model
 from rlhf_train.errors import UserError
-from rlhf_train.generate import generate_round
-from rlhf_train.loading import load_policy
-from rlhf_train.merge import merge_lora
-from rlhf_train.model_source import resolve_policy
-from rlhf_train.run_record import read_run_log, run_checkpoints
-from rlhf_train.sft import SftOptions, train_sft
+from rlhf_train.models.loading import load_policy
+from rlhf_train.models.merge import merge_lora
+from rlhf_train.models.source import resolve_policy
+from rlhf_train.rounds.generate import generate_round
+from rlhf_train.runs.record import read_run_log, run_checkpoints
+from rlhf_train.sft.train import SftOptions, train_sft
 from rlhf_train.workspace import Workspace
 from tests.helpers import round_request, store_prompts
 from tests.tiny_models import CORPUS, build_tiny_policy

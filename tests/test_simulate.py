@@ -16,8 +16,8 @@ from db.engine import transaction
 from db.models import Judgment, Pair, PairLease, Round, User
 from db.prompts import add_prompts
 from rlhf_train.cli import main
-from rlhf_train.generate import generate_round
-from rlhf_train.simulated_annotators import TASKS, SimulatedAnnotator, annotate, decide
+from rlhf_train.judgments.simulated import TASKS, SimulatedAnnotator, annotate, decide
+from rlhf_train.rounds.generate import generate_round
 from rlhf_train.workspace import Workspace
 from tests.helpers import loop_settings, round_request
 from tests.tiny_models import build_tiny_reward_backbone

@@ -12,7 +12,7 @@ import pandas as pd
 import streamlit as st
 
 from annotate_app.state import require_lead, sessions
-from rlhf_train.quality import quality_report
+from rlhf_train.judgments.quality import quality_report
 
 NO_FIGURE = "–"
 

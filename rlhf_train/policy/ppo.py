@@ -1,0 +1,628 @@
+"""PPO for language models, written out in one file: rollouts, a KL-penalized reward,
+GAE, and the clipped policy and value losses, in plain torch on top of accelerate.
+
+TRL 1.16 no longer ships a PPO trainer, so this is ours. It follows the published
+recipe for PPO on language models (Ziegler et al. 2019, Stiennon et al. 2020, Ouyang
+et al. 2022, and "The N Implementation Details of RLHF with PPO", Huang et al. 2024):
+
+1. Rollout. Sample a response to each prompt from the current policy. Score
+   (prompt, response) texts with the reward function. A response that never produced an
+   end token loses `missing_eos_penalty`.
+2. Reward. r_t = -beta * (log pi(a_t|s_t) - log pi_ref(a_t|s_t)) for every response
+   token, plus the score on the last one. beta is fixed or adapted towards a target KL.
+3. Advantages. Generalized advantage estimation with (gamma, lambda) over the response
+   tokens, then whitened over the batch.
+4. Update. Several epochs of minibatches over the rollout: the clipped surrogate loss
+   for the policy and the clipped squared error for the value function.
+
+The value function is a linear head on the policy's last hidden state (a shared trunk):
+one forward pass gives both the next-token distribution and the value, and no second
+copy of the network is held. `value_model="separate"` gives the critic its own copy of
+the trunk instead; README.md reports what each costs and gains.
+
+The reference policy is the starting policy, frozen: with LoRA it is the same network
+with the adapter switched off, so no second copy of the weights exists.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import shutil
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from rlhf_train.models.sampling import PromptInput, encode_prompt, end_token_ids
+from rlhf_train.runs.trainer_args import checkpoint_folders
+
+ScoreFunction = Callable[[list[str], list[str]], torch.Tensor]
+
+
+@dataclass(frozen=True)
+class PPOConfig:
+    # Rollouts: prompts per process per step, and how responses are sampled. Sampling
+    # at temperature T means log-probabilities are those of logits / T, in the rollout
+    # and in the update alike.
+    rollout_batch_size: int = 16
+    max_new_tokens: int = 48
+    temperature: float = 1.0
+    # Update: epochs over each rollout, examples per optimizer step, and how many
+    # forward/backward passes one minibatch is split into.
+    ppo_epochs: int = 4
+    minibatch_size: int = 8
+    gradient_accumulation_steps: int = 1
+    learning_rate: float = 1e-5
+    max_grad_norm: float = 1.0
+    # The PPO objective.
+    gamma: float = 1.0
+    lam: float = 0.95
+    clip_range: float = 0.2
+    clip_range_value: float = 0.2
+    value_coef: float = 0.1
+    whiten_advantages: bool = True
+    value_model: str = "shared"  # or "separate"
+    # KL penalty against the reference: beta, and its adaptive controller (Ziegler et
+    # al.) that moves beta so the measured KL approaches target_kl over kl_horizon
+    # episodes. Training stops early when the KL passes kl_limit.
+    kl_coef: float = 0.05
+    adaptive_kl: bool = False
+    target_kl: float = 6.0
+    kl_horizon: int = 10_000
+    kl_limit: float | None = None
+    # Scores: the penalty for a response without an end token, and optional running
+    # normalization and clipping of the score before the KL term is added.
+    missing_eos_penalty: float | None = 1.0
+    normalize_rewards: bool = False
+    reward_clip: float | None = None
+    seed: int = 0
+
+    def check(self) -> None:
+        if self.minibatch_size % self.gradient_accumulation_steps:
+            raise ValueError("minibatch_size must be a multiple of gradient_accumulation_steps")
+        if self.rollout_batch_size % self.minibatch_size:
+            raise ValueError("rollout_batch_size must be a multiple of minibatch_size")
+        if self.value_model not in ("shared", "separate"):
+            raise ValueError("value_model must be 'shared' or 'separate'")
+
+
+# ---- the math -----------------------------------------------------------------------
+
+
+def masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    return (values * mask).sum() / mask.sum().clamp(min=1)
+
+
+def masked_var(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Unbiased variance of the masked entries."""
+    mean = masked_mean(values, mask)
+    count = mask.sum()
+    squares = ((values - mean) ** 2 * mask).sum()
+    return squares / (count - 1).clamp(min=1)
+
+
+def masked_whiten(
+    values: torch.Tensor, mask: torch.Tensor, shift_mean: bool = True
+) -> torch.Tensor:
+    mean, var = masked_mean(values, mask), masked_var(values, mask)
+    whitened = (values - mean) * torch.rsqrt(var + 1e-8)
+    if not shift_mean:
+        whitened = whitened + mean
+    return whitened * mask
+
+
+def kl_penalized_rewards(
+    scores: torch.Tensor,
+    logprobs: torch.Tensor,
+    ref_logprobs: torch.Tensor,
+    mask: torch.Tensor,
+    kl_coef: float,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-token rewards [batch, tokens]: -kl_coef * (logp - ref_logp) on every response
+    token and the sequence's score added on its last token; and the per-token KL."""
+    kl = (logprobs - ref_logprobs) * mask
+    rewards = -kl_coef * kl
+    last = (mask.sum(dim=1).long() - 1).clamp(min=0)
+    rewards[torch.arange(len(scores)), last] += scores
+    return rewards * mask, kl
+
+
+def generalized_advantages(
+    rewards: torch.Tensor, values: torch.Tensor, mask: torch.Tensor, gamma: float, lam: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """GAE (Schulman et al. 2016) over the response tokens; returns (advantages, returns).
+
+    Positions after a response's end carry no reward and no value, so the last real
+    token bootstraps from a value of 0: the episode ends with the response.
+    """
+    values = values * mask
+    advantages = torch.zeros_like(rewards)
+    running = torch.zeros(rewards.shape[0], dtype=rewards.dtype, device=rewards.device)
+    for t in reversed(range(rewards.shape[1])):
+        next_value = values[:, t + 1] if t + 1 < rewards.shape[1] else torch.zeros_like(running)
+        delta = rewards[:, t] + gamma * next_value - values[:, t]
+        running = (delta + gamma * lam * running) * mask[:, t]
+        advantages[:, t] = running
+    return advantages, (advantages + values) * mask
+
+
+def clipped_policy_loss(
+    logprobs: torch.Tensor,
+    old_logprobs: torch.Tensor,
+    advantages: torch.Tensor,
+    mask: torch.Tensor,
+    clip_range: float,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """PPO's clipped surrogate; returns (loss, clip fraction, approximate KL old->new)."""
+    log_ratio = (logprobs - old_logprobs) * mask
+    ratio = torch.exp(log_ratio)
+    unclipped = -advantages * ratio
+    clipped = -advantages * torch.clamp(ratio, 1 - clip_range, 1 + clip_range)
+    loss = masked_mean(torch.maximum(unclipped, clipped), mask)
+    clip_fraction = masked_mean((clipped > unclipped).float(), mask)
+    # The low-variance estimator (k3 in Schulman's note): E[(r - 1) - log r].
+    approx_kl = masked_mean((ratio - 1) - log_ratio, mask)
+    return loss, clip_fraction, approx_kl
+
+
+def clipped_value_loss(
+    values: torch.Tensor,
+    old_values: torch.Tensor,
+    returns: torch.Tensor,
+    mask: torch.Tensor,
+    clip_range: float,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """0.5 * max((v - R)^2, (clip(v, v_old +- eps) - R)^2); returns (loss, clip fraction)."""
+    clipped_values = old_values + torch.clamp(values - old_values, -clip_range, clip_range)
+    unclipped_error = (values - returns) ** 2
+    clipped_error = (clipped_values - returns) ** 2
+    loss = 0.5 * masked_mean(torch.maximum(unclipped_error, clipped_error), mask)
+    return loss, masked_mean((clipped_error > unclipped_error).float(), mask)
+
+
+def explained_variance(values: torch.Tensor, returns: torch.Tensor, mask: torch.Tensor) -> float:
+    """1 - Var[R - V] / Var[R]: 1 is a perfect value function, 0 no better than a constant."""
+    variance = masked_var(returns, mask)
+    if variance.item() == 0:
+        return float("nan")
+    return (1 - masked_var(returns - values, mask) / variance).item()
+
+
+def token_entropy(logits: torch.Tensor) -> torch.Tensor:
+    log_probs = F.log_softmax(logits, dim=-1)
+    return -(log_probs.exp() * log_probs).sum(dim=-1)
+
+
+class KLController:
+    """beta, fixed, or adapted with Ziegler et al.'s proportional rule: the error
+    (KL / target - 1), clipped to +-0.2, scaled by episodes / horizon."""
+
+    def __init__(self, config: PPOConfig) -> None:
+        self.value = config.kl_coef
+        self.adaptive = config.adaptive_kl
+        self.target = config.target_kl
+        self.horizon = config.kl_horizon
+
+    def update(self, kl: float, episodes: int) -> None:
+        if self.adaptive:
+            error = min(max(kl / self.target - 1, -0.2), 0.2)
+            self.value *= 1 + error * episodes / self.horizon
+
+    def state_dict(self) -> dict[str, float]:
+        return {"value": self.value}
+
+    def load_state_dict(self, state: dict[str, float]) -> None:
+        self.value = state["value"]
+
+
+class RunningMoments:
+    """Mean and standard deviation of every score seen so far (Chan et al.'s update)."""
+
+    def __init__(self) -> None:
+        self.count, self.mean, self.m2 = 0, 0.0, 0.0
+
+    def update(self, values: torch.Tensor) -> None:
+        count = values.numel()
+        mean, var = values.mean().item(), values.var(unbiased=False).item()
+        delta, total = mean - self.mean, self.count + count
+        self.m2 += var * count + delta**2 * self.count * count / total
+        self.mean += delta * count / total
+        self.count = total
+
+    @property
+    def std(self) -> float:
+        return math.sqrt(self.m2 / self.count) if self.count > 1 else 1.0
+
+    def state_dict(self) -> dict[str, float]:
+        return {"count": self.count, "mean": self.mean, "m2": self.m2}
+
+    def load_state_dict(self, state: dict[str, float]) -> None:
+        self.count, self.mean, self.m2 = int(state["count"]), state["mean"], state["m2"]
+
+
+# ---- the networks -------------------------------------------------------------------
+
+
+class PolicyAndValue(nn.Module):
+    """The policy and a scalar value head, on the policy's trunk or on a copy of it."""
+
+    def __init__(self, policy: PreTrainedModel, value_model: str) -> None:
+        super().__init__()
+        self.policy = policy
+        hidden = policy.config.get_text_config().hidden_size
+        # The critic's own trunk starts as a copy of the policy's (without the LM head).
+        self.critic = copy.deepcopy(_trunk(policy)) if value_model == "separate" else None
+        if self.critic is not None:
+            self.critic.requires_grad_(True)
+        self.value_head = nn.Linear(hidden, 1)
+        # A zero head predicts 0 everywhere: the value loss starts small and does not
+        # shake the shared trunk in the first updates.
+        nn.init.zeros_(self.value_head.weight)
+        nn.init.zeros_(self.value_head.bias)
+
+    def forward(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, position_ids: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Logits [batch, length, vocab] and values [batch, length]."""
+        output = self.policy(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            output_hidden_states=self.critic is None,
+            use_cache=False,
+        )
+        if self.critic is None:
+            hidden = output.hidden_states[-1]
+        else:
+            hidden = self.critic(
+                input_ids=input_ids,
+                attention_mask=attention_mask,
+                position_ids=position_ids,
+                use_cache=False,
+            ).last_hidden_state
+        values = self.value_head(hidden.to(self.value_head.weight.dtype)).squeeze(-1)
+        return output.logits, values
+
+
+def _trunk(policy: PreTrainedModel) -> nn.Module:
+    model = policy.get_base_model() if hasattr(policy, "get_base_model") else policy
+    return model.base_model
+
+
+def _disable_dropout(model: nn.Module) -> None:
+    # Dropout would make the rollout's log-probabilities differ from the update's for
+    # the same weights; PPO's ratio must be exactly 1 before the first step.
+    for module in model.modules():
+        if isinstance(module, nn.Dropout):
+            module.p = 0.0
+
+
+# ---- rollouts -----------------------------------------------------------------------
+
+
+@dataclass
+class Rollout:
+    query_responses: torch.Tensor  # [batch, prompt + response] token ids
+    attention_mask: torch.Tensor
+    position_ids: torch.Tensor
+    prompt_length: int  # prompts are left-padded to this length
+    response_mask: torch.Tensor  # [batch, response]: 1 up to and including the end token
+    logprobs: torch.Tensor
+    ref_logprobs: torch.Tensor
+    values: torch.Tensor
+    scores: torch.Tensor  # from the reward function, before the penalties
+    finished: torch.Tensor  # bool: the response produced an end token
+    prompts: list[str]
+    responses: list[str]
+
+    def __len__(self) -> int:
+        return self.query_responses.shape[0]
+
+
+def _positions(attention_mask: torch.Tensor) -> torch.Tensor:
+    # With left padding the first real token is position 0, as in generate().
+    return (attention_mask.cumsum(dim=-1) - 1).clamp(min=0)
+
+
+def response_logprobs(
+    logits: torch.Tensor, query_responses: torch.Tensor, prompt_length: int, temperature: float
+) -> torch.Tensor:
+    """log pi(a_t | s_t) of each response token, under logits / temperature."""
+    # Logits at position i predict token i + 1.
+    predicting = logits[:, prompt_length - 1 : -1].float() / temperature
+    tokens = query_responses[:, prompt_length:]
+    return torch.gather(F.log_softmax(predicting, dim=-1), 2, tokens.unsqueeze(-1)).squeeze(-1)
+
+
+class PPOTrainer:
+    """Runs PPO steps; knows nothing of workspaces or databases (see rlhf_train.policy.optimize)."""
+
+    def __init__(
+        self,
+        config: PPOConfig,
+        policy: PreTrainedModel,
+        tokenizer: PreTrainedTokenizerBase,
+        score: ScoreFunction,
+        prompts: Sequence[PromptInput],
+        accelerator: Any | None = None,
+    ) -> None:
+        from accelerate import Accelerator
+
+        config.check()
+        self.config = config
+        self.tokenizer = tokenizer
+        self.score = score
+        self.prompts = list(prompts)
+        self.accelerator = accelerator or Accelerator(
+            cpu=not torch.cuda.is_available(),
+            gradient_accumulation_steps=config.gradient_accumulation_steps,
+        )
+        self.lora = hasattr(policy, "disable_adapter")
+        _disable_dropout(policy)
+        # Without LoRA the reference is a frozen copy of the starting weights.
+        self.reference = None if self.lora else copy.deepcopy(policy).eval().requires_grad_(False)
+        model = PolicyAndValue(policy, config.value_model)
+        trainable = [p for p in model.parameters() if p.requires_grad]
+        optimizer = torch.optim.AdamW(trainable, lr=config.learning_rate, eps=1e-5)
+        self.model, self.optimizer = self.accelerator.prepare(model, optimizer)
+        if self.reference is not None:
+            self.reference.to(self.accelerator.device)
+        self.kl = KLController(config)
+        self.score_moments = RunningMoments()
+        self.accelerator.register_for_checkpointing(self.kl, self.score_moments)
+        self.end_ids = sorted(end_token_ids(policy, tokenizer))
+        self.step_count = 0
+        self.episodes = 0
+
+    @property
+    def policy(self) -> PreTrainedModel:
+        return self.accelerator.unwrap_model(self.model).policy
+
+    # -- one step ---------------------------------------------------------------------
+
+    def _prompt_batch(self) -> list[PromptInput]:
+        """This process's prompts for the current step: a seeded draw without replacement
+        within each step, disjoint between processes."""
+        world, rank = self.accelerator.num_processes, self.accelerator.process_index
+        size = self.config.rollout_batch_size
+        generator = torch.Generator().manual_seed(self.config.seed * 1_000_003 + self.step_count)
+        count = size * world
+        order = torch.cat(
+            [
+                torch.randperm(len(self.prompts), generator=generator)
+                for _ in range(math.ceil(count / len(self.prompts)))
+            ]
+        )[:count]
+        return [self.prompts[i] for i in order[rank * size : (rank + 1) * size].tolist()]
+
+    @contextmanager
+    def _reference_policy(self) -> Iterator[nn.Module]:
+        if self.reference is not None:
+            yield self.reference
+        else:
+            with self.policy.disable_adapter():
+                yield self.policy
+
+    @torch.no_grad()
+    def rollout(self, batch: list[PromptInput]) -> Rollout:
+        config, tokenizer, device = self.config, self.tokenizer, self.accelerator.device
+        unwrapped = self.accelerator.unwrap_model(self.model)
+        encoded = [encode_prompt(tokenizer, prompt)[0] for prompt in batch]
+        tokenizer.padding_side = "left"
+        padded = tokenizer.pad({"input_ids": encoded}, return_tensors="pt").to(device)
+        prompt_length = padded["input_ids"].shape[1]
+        generator_seed = config.seed * 7919 + self.step_count * 131 + self.accelerator.process_index
+        torch.manual_seed(generator_seed)
+        output = unwrapped.policy.generate(
+            **padded,
+            do_sample=True,
+            temperature=config.temperature,
+            top_k=0,
+            top_p=1.0,
+            max_new_tokens=config.max_new_tokens,
+            pad_token_id=tokenizer.pad_token_id,
+            eos_token_id=self.end_ids,
+        )
+        responses = output[:, prompt_length:]
+        is_end = torch.isin(responses, torch.tensor(self.end_ids, device=device))
+        finished = is_end.any(dim=1)
+        # Tokens up to and including the first end token belong to the response.
+        after_end = (is_end.cumsum(dim=1) - is_end.long()) > 0
+        response_mask = (~after_end).long()
+        responses = torch.where(after_end, tokenizer.pad_token_id, responses)
+        query_responses = torch.cat([padded["input_ids"], responses], dim=1)
+        attention_mask = torch.cat([padded["attention_mask"], response_mask], dim=1)
+        position_ids = _positions(attention_mask)
+
+        logits, values = unwrapped(query_responses, attention_mask, position_ids)
+        logprobs = response_logprobs(logits, query_responses, prompt_length, config.temperature)
+        values = values[:, prompt_length - 1 : -1].float()
+        with self._reference_policy() as reference:
+            ref_logits = reference(
+                input_ids=query_responses,
+                attention_mask=attention_mask,
+                position_ids=position_ids,
+                use_cache=False,
+            ).logits
+        ref_logprobs = response_logprobs(
+            ref_logits, query_responses, prompt_length, config.temperature
+        )
+        # The reward model reads the response text without its end token.
+        texts = [
+            tokenizer.decode(tokens[keep], skip_special_tokens=True)
+            for tokens, keep in zip(responses, response_mask.bool() & ~is_end, strict=True)
+        ]
+        prompts = [prompt.text for prompt in batch]
+        scores = self.score(prompts, texts).to(device=device, dtype=torch.float32)
+        return Rollout(
+            query_responses,
+            attention_mask,
+            position_ids,
+            prompt_length,
+            response_mask.float(),
+            logprobs,
+            ref_logprobs,
+            values,
+            scores,
+            finished,
+            prompts,
+            texts,
+        )
+
+    def _shaped_scores(self, rollout: Rollout) -> torch.Tensor:
+        config = self.config
+        scores = rollout.scores.clone()
+        if config.normalize_rewards:
+            self.score_moments.update(self.accelerator.gather(scores))
+            scores = (scores - self.score_moments.mean) / max(self.score_moments.std, 1e-6)
+        if config.reward_clip is not None:
+            scores = scores.clamp(-config.reward_clip, config.reward_clip)
+        if config.missing_eos_penalty is not None:
+            scores = torch.where(rollout.finished, scores, scores - config.missing_eos_penalty)
+        return scores
+
+    def step(self) -> dict[str, Any]:
+        """One rollout and its PPO update; returns the step's statistics."""
+        started = time.perf_counter()
+        config = self.config
+        self.model.eval()
+        rollout = self.rollout(self._prompt_batch())
+        mask = rollout.response_mask
+        scores = self._shaped_scores(rollout)
+        rewards, kl = kl_penalized_rewards(
+            scores, rollout.logprobs, rollout.ref_logprobs, mask, self.kl.value
+        )
+        advantages, returns = generalized_advantages(
+            rewards, rollout.values, mask, config.gamma, config.lam
+        )
+        if config.whiten_advantages:
+            advantages = masked_whiten(advantages, mask)
+
+        self.model.train()
+        update = self._update(rollout, advantages, returns)
+        mean_kl = self.accelerator.gather(kl.sum(dim=1)).mean().item()
+        episodes = len(rollout) * self.accelerator.num_processes
+        self.kl.update(mean_kl, episodes)
+        self.step_count += 1
+        self.episodes += episodes
+        gathered_scores = self.accelerator.gather(rollout.scores)
+        lengths = self.accelerator.gather(mask.sum(dim=1))
+        stats = {
+            "step": self.step_count,
+            "episodes": self.episodes,
+            "score_mean": gathered_scores.mean().item(),
+            "score_std": gathered_scores.std().item() if len(gathered_scores) > 1 else 0.0,
+            "reward_mean": self.accelerator.gather(rewards.sum(dim=1)).mean().item(),
+            "kl": mean_kl,
+            "kl_coef": self.kl.value,
+            "response_length": lengths.float().mean().item(),
+            "unfinished_fraction": 1
+            - self.accelerator.gather(rollout.finished.float()).mean().item(),
+            "explained_variance": explained_variance(rollout.values, returns, mask),
+            **update,
+            "seconds": time.perf_counter() - started,
+        }
+        stats["samples"] = [
+            {"prompt": p, "response": r, "score": round(s, 4)}
+            for p, r, s in zip(
+                rollout.prompts, rollout.responses, rollout.scores.tolist(), strict=True
+            )
+        ]
+        return stats
+
+    def _update(
+        self, rollout: Rollout, advantages: torch.Tensor, returns: torch.Tensor
+    ) -> dict[str, float]:
+        config = self.config
+        micro = config.minibatch_size // config.gradient_accumulation_steps
+        totals: dict[str, float] = {}
+        passes = 0
+        generator = torch.Generator().manual_seed(config.seed + 17 * self.step_count)
+        for _epoch in range(config.ppo_epochs):
+            order = torch.randperm(len(rollout), generator=generator).tolist()
+            for start in range(0, len(order), micro):
+                index = torch.tensor(order[start : start + micro], device=rollout.scores.device)
+                with self.accelerator.accumulate(self.model):
+                    losses = self._losses(rollout, advantages, returns, index)
+                    self.accelerator.backward(losses["loss"])
+                    if self.accelerator.sync_gradients:
+                        self.accelerator.clip_grad_norm_(
+                            self.model.parameters(), config.max_grad_norm
+                        )
+                    self.optimizer.step()
+                    self.optimizer.zero_grad()
+                for key, value in losses.items():
+                    totals[key] = totals.get(key, 0.0) + value.item()
+                passes += 1
+        return {key: value / passes for key, value in totals.items() if key != "loss"} | {
+            "loss": totals["loss"] / passes
+        }
+
+    def _losses(
+        self,
+        rollout: Rollout,
+        advantages: torch.Tensor,
+        returns: torch.Tensor,
+        index: torch.Tensor,
+    ) -> dict[str, torch.Tensor]:
+        config, p = self.config, rollout.prompt_length
+        mask = rollout.response_mask[index]
+        logits, values = self.model(
+            rollout.query_responses[index],
+            rollout.attention_mask[index],
+            rollout.position_ids[index],
+        )
+        logprobs = response_logprobs(logits, rollout.query_responses[index], p, config.temperature)
+        policy_loss, clip_fraction, approx_kl = clipped_policy_loss(
+            logprobs, rollout.logprobs[index], advantages[index], mask, config.clip_range
+        )
+        value_loss, value_clip_fraction = clipped_value_loss(
+            values[:, p - 1 : -1].float(),
+            rollout.values[index],
+            returns[index],
+            mask,
+            config.clip_range_value,
+        )
+        with torch.no_grad():
+            entropy = masked_mean(token_entropy(logits[:, p - 1 : -1].float()), mask)
+        return {
+            "loss": policy_loss + config.value_coef * value_loss,
+            "policy_loss": policy_loss.detach(),
+            "value_loss": value_loss.detach(),
+            "clip_fraction": clip_fraction,
+            "value_clip_fraction": value_clip_fraction,
+            "approx_kl": approx_kl.detach(),
+            "entropy": entropy,
+        }
+
+    # -- checkpoints ------------------------------------------------------------------
+
+    def save_checkpoint(self, folder: str) -> None:
+        """Weights, optimizer, RNG, beta and score statistics: everything a resume needs."""
+        self.accelerator.save_state(folder)
+        if self.accelerator.is_main_process:
+            # The progress file marks the checkpoint complete, so it is written last and
+            # whole (renamed into place); only then are older checkpoints, and any a killed
+            # run left half-written, removed.
+            marker = Path(folder) / "ppo_progress.json"
+            partial = marker.with_suffix(".partial")
+            partial.write_text(json.dumps({"step": self.step_count, "episodes": self.episodes}))
+            partial.replace(marker)
+            for _, older in checkpoint_folders(Path(folder).parent):
+                if older != Path(folder):
+                    shutil.rmtree(older, ignore_errors=True)
+        self.accelerator.wait_for_everyone()
+
+    def load_checkpoint(self, folder: str) -> None:
+        self.accelerator.load_state(folder)
+        progress = json.loads((Path(folder) / "ppo_progress.json").read_text())
+        self.step_count, self.episodes = progress["step"], progress["episodes"]

@@ -1,0 +1,159 @@
+"""Our PPO (rlhf_train/policy/ppo.py) as one of the four optimizers behind `rlhf train`: the
+settings mapped onto PPOConfig, the step loop with its log, sample tables, checkpoints,
+TensorBoard and the early stop on KL."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from transformers import PreTrainedModel
+
+from rlhf_train.distributed import is_main_process
+from rlhf_train.policy.optimize import PolicyJob
+from rlhf_train.policy.ppo import PPOConfig, PPOTrainer
+from rlhf_train.reward.source import score_function
+
+
+def ppo_config(job: PolicyJob) -> PPOConfig:
+    shared, ppo = job.config.optimize, job.config.ppo
+    return PPOConfig(
+        rollout_batch_size=shared.batch_size,
+        max_new_tokens=shared.max_new_tokens,
+        temperature=shared.temperature,
+        ppo_epochs=ppo.ppo_epochs,
+        minibatch_size=ppo.minibatch_size,
+        gradient_accumulation_steps=ppo.gradient_accumulation_steps,
+        learning_rate=shared.learning_rate,
+        max_grad_norm=ppo.max_grad_norm,
+        gamma=ppo.gamma,
+        lam=ppo.lam,
+        clip_range=ppo.clip_range,
+        clip_range_value=ppo.clip_range_value,
+        value_coef=ppo.value_coef,
+        whiten_advantages=ppo.whiten_advantages,
+        value_model=ppo.value_model,
+        kl_coef=shared.kl_coef,
+        adaptive_kl=ppo.adaptive_kl,
+        target_kl=ppo.target_kl,
+        kl_horizon=ppo.kl_horizon,
+        kl_limit=ppo.kl_limit or None,
+        missing_eos_penalty=ppo.missing_eos_penalty or None,
+        normalize_rewards=ppo.normalize_rewards,
+        reward_clip=ppo.reward_clip or None,
+        seed=shared.seed,
+    )
+
+
+def print_samples(step: int, samples: list[dict[str, Any]], limit: int = 4) -> None:
+    print(f"-- samples at step {step} --")
+    for sample in samples[:limit]:
+        response = sample["response"].replace("\n", " ")
+        print(f"[{sample['score']:+.3f}] {sample['prompt']!r} -> {response[:160]!r}")
+
+
+class _TensorBoard:
+    def __init__(self, folder: str) -> None:
+        from torch.utils.tensorboard import SummaryWriter
+
+        self.writer = SummaryWriter(folder)
+
+    def write(self, stats: dict[str, Any]) -> None:
+        for key, value in stats.items():
+            if isinstance(value, int | float) and math.isfinite(value):
+                self.writer.add_scalar(f"ppo/{key}", value, stats["step"])
+        self.writer.flush()
+
+
+def run_ppo(job: PolicyJob) -> tuple[PreTrainedModel, dict[str, Any]]:
+    import torch
+    from peft import get_peft_model
+
+    config = ppo_config(job)
+    torch.manual_seed(config.seed)
+    policy = get_peft_model(job.model, job.peft_config) if job.peft_config else job.model
+    trainer = PPOTrainer(
+        config,
+        policy,
+        job.tokenizer,
+        score_function(job.reward, job.device),
+        job.prompts,
+        _accelerator(job),
+    )
+    if job.resume_from is not None:
+        trainer.load_checkpoint(str(job.resume_from))
+    main = is_main_process()
+    board = (
+        _TensorBoard(str(job.workspace.logs_dir / f"run-{job.run_id}-tensorboard"))
+        if main and job.options.report_to == "tensorboard"
+        else None
+    )
+    shared = job.config.optimize
+    first: dict[str, Any] | None = None
+    last: dict[str, Any] = {}
+    stopped_early = None
+    while trainer.step_count < job.steps:
+        stats = trainer.step()
+        samples = stats.pop("samples")
+        first = first or stats
+        last = stats
+        if main:
+            job.log.write(stats)
+            job.log.progress(trainer.step_count, job.steps)
+            if board is not None:
+                board.write(stats)
+            if trainer.step_count % shared.samples_every == 0 or trainer.step_count == 1:
+                job.log.write({"step": trainer.step_count, "samples": samples})
+                if job.options.progress:
+                    print_samples(trainer.step_count, samples)
+            if job.options.progress:
+                print(
+                    f"step {trainer.step_count}/{job.steps}: score {stats['score_mean']:.4f} "
+                    f"kl {stats['kl']:.3f} entropy {stats['entropy']:.3f} "
+                    f"{stats['seconds']:.1f}s"
+                )
+        if config.kl_limit is not None and stats["kl"] > config.kl_limit:
+            stopped_early = (
+                f"Stopped at step {trainer.step_count}: the KL to the reference policy "
+                f"({stats['kl']:.2f}) passed ppo.kl_limit ({config.kl_limit}); lower the "
+                "learning rate or raise optimize.kl_coef, or raise the limit."
+            )
+            break
+        if job.deadline.passed():
+            break
+        if trainer.step_count % shared.checkpoint_every == 0 and trainer.step_count < job.steps:
+            trainer.save_checkpoint(str(job.checkpoints / f"checkpoint-{trainer.step_count}"))
+    metrics = _summary(first, last, trainer)
+    if stopped_early:
+        metrics["stopped_early"] = stopped_early
+        if main:
+            print(stopped_early)
+    return trainer.policy, metrics
+
+
+def _accelerator(job: PolicyJob):
+    from accelerate import Accelerator
+
+    return Accelerator(
+        cpu=job.device == "cpu",
+        gradient_accumulation_steps=job.config.ppo.gradient_accumulation_steps,
+        mixed_precision="bf16" if job.device.startswith("cuda") and _bf16() else "no",
+    )
+
+
+def _bf16() -> bool:
+    import torch
+
+    return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+
+
+def _summary(first: dict | None, last: dict, trainer: PPOTrainer) -> dict[str, Any]:
+    first = first or {}
+    keys = ("score_mean", "kl", "entropy", "response_length", "seconds")
+    summary: dict[str, Any] = {f"first_{k}": first.get(k) for k in keys}
+    summary |= {f"last_{k}": last.get(k) for k in keys}
+    summary |= {"steps": trainer.step_count, "episodes": trainer.episodes}
+    return {
+        k: (None if isinstance(v, float) and not math.isfinite(v) else v)
+        for k, v in summary.items()
+    }
