@@ -1,18 +1,24 @@
 """Workspace configuration: rlhf.toml, then RLHF_* environment variables, then CLI flags.
 
-Every key is declared in a dataclass below with its type and default; anything else is
-an error that names the key, so a typo never silently falls back to a default.
+Every key is declared once, as a field of a section dataclass below, by `setting()`: its
+type, its default, its help and the check its value must pass. Validation, the rlhf.toml
+that `rlhf init` writes and the help of the command-line flags that override a key all
+read that one declaration, so a check cannot name a key that does not exist and the help
+cannot drift from the default. Any key not declared is an error that names it, so a typo
+never silently falls back to a default.
 """
 
 from __future__ import annotations
 
+import json
 import math
 import os
+import textwrap
 import tomllib
-from collections.abc import Mapping
-from dataclasses import dataclass, field, fields, replace
+from collections.abc import Callable, Mapping
+from dataclasses import Field, dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from rlhf_train.errors import UserError
 from rlhf_train.judges import JUDGE_NAMES
@@ -20,209 +26,408 @@ from rlhf_train.judges import JUDGE_NAMES
 CONFIG_FILE = "rlhf.toml"
 
 
-@dataclass(frozen=True)
-class DatabaseConfig:
-    # Empty means the SQLite file inside the workspace.
-    url: str = ""
+class Check(NamedTuple):
+    """A rule a setting's value must pass, and what it must be, as in "it must be ..."."""
+
+    test: Callable[[Any], bool]
+    must_be: str
+
+
+def setting(default: Any, help: str, check: Check | None = None) -> Any:
+    """A section field: its default, its help (one phrase, shown in rlhf.toml and in the
+    flags' help) and its check (None: any value of the field's type)."""
+    return field(default=default, metadata={"help": help, "check": check})
+
+
+def _positive(value: float) -> bool:
+    return value > 0
+
+
+def _fraction(value: float) -> bool:
+    return 0 <= value <= 1
+
+
+def _at_least(bound: int) -> Check:
+    return Check(lambda v: v >= bound, f"at least {bound}")
+
+
+AT_LEAST_1 = Check(_positive, "at least 1")
+ABOVE_0 = Check(_positive, "above 0")
+BETWEEN_0_AND_1 = Check(_fraction, "between 0 and 1")
+ZERO_OR_MORE = Check(lambda v: v >= 0, "0 or more")
+SEED = "random seed: the same seed gives the same result"
 
 
 @dataclass(frozen=True)
-class ModelsConfig:
-    policy: str = "smollm2-135m-instruct"
-    reward_backbone: str = "minilm-l6-v2"
+class DatabaseSettings:
+    """Where judgments, rounds, models and runs are stored."""
+
+    url: str = setting(
+        "",
+        "SQLAlchemy URL of the database: sqlite:///PATH or "
+        "postgresql+psycopg://USER:PASSWORD@HOST:PORT/DB; empty means the SQLite file "
+        "prefloop.db inside the workspace; RLHF_DB_URL also sets it",
+    )
 
 
 @dataclass(frozen=True)
-class PromptsConfig:
-    builtin: str = "imdb"
-    n: int = 2000
-    words: int = 8
-    eval_fraction: float = 0.1
-    seed: int = 0
+class ModelsSettings:
+    """The models a new workspace starts from."""
+
+    policy: str = setting(
+        "smollm2-135m-instruct",
+        "the first policy: a built-in name, a registered name, a model folder or a hub id",
+    )
+    reward_backbone: str = setting(
+        "minilm-l6-v2",
+        "the network a new reward model is trained from: minilm-l6-v2, policy (the "
+        "current policy with a scalar head), a folder or a hub id",
+    )
 
 
 @dataclass(frozen=True)
-class GenerationConfig:
-    n_prompts: int = 32
-    samples_per_prompt: int = 2
-    batch_size: int = 16
-    max_new_tokens: int = 48
-    temperature: float = 0.9
-    top_p: float = 1.0
-    seed: int = 0
-    # Share of a two-policy round's prompts whose pairs are new-vs-previous.
-    previous_fraction: float = 0.5
-    # How new-vs-new pairs are chosen among a prompt's samples: "random", or
-    # "uncertainty" (the pair the reward model is least sure about; samples_per_prompt
-    # is then the number of candidates K scored per prompt).
-    pair_strategy: str = "random"
+class PromptsSettings:
+    """The built-in prompts `rlhf up` imports into an empty workspace."""
+
+    builtin: str = setting("imdb", "the built-in prompt set: imdb or rotten_tomatoes")
+    n: int = setting(2000, "how many prompts to import", AT_LEAST_1)
+    words: int = setting(8, "words per prompt (the start of a review)", AT_LEAST_1)
+    eval_fraction: float = setting(
+        0.1,
+        "share of the prompts held out for evaluation, chosen by a hash of their text",
+        Check(lambda v: 0 <= v < 1, "at least 0 and below 1"),
+    )
+    seed: int = setting(0, "random seed of which reviews are drawn")
 
 
 @dataclass(frozen=True)
-class RoundConfig:
-    overlap: int = 3
-    gold_rate: float = 0.0
+class GenerationSettings:
+    """`rlhf generate`: the responses of a new round and how they are paired."""
+
+    n_prompts: int = setting(32, "prompts in a new round", AT_LEAST_1)
+    samples_per_prompt: int = setting(
+        2,
+        "responses sampled per prompt, K; with pair_strategy uncertainty, the candidates "
+        "the reward model scores per prompt",
+        _at_least(2),
+    )
+    batch_size: int = setting(
+        16, "sequences per generate call; lower it when memory runs out", AT_LEAST_1
+    )
+    max_new_tokens: int = setting(48, "longest response, in tokens", AT_LEAST_1)
+    temperature: float = setting(
+        0.9, "sampling temperature; higher gives more varied responses", ABOVE_0
+    )
+    top_p: float = setting(
+        1.0,
+        "nucleus sampling: sample from the smallest set of tokens whose probability "
+        "reaches this; 1.0 samples from the whole distribution",
+        Check(lambda v: 0 < v <= 1, "above 0 and at most 1"),
+    )
+    seed: int = setting(0, SEED)
+    previous_fraction: float = setting(
+        0.5,
+        "share of a two-policy round's prompts whose pairs are new policy vs previous policy",
+        BETWEEN_0_AND_1,
+    )
+    pair_strategy: str = setting(
+        "random",
+        "how new-vs-new pairs are chosen among a prompt's samples: random, or uncertainty "
+        "(the pair the reward model is least sure about)",
+        Check(lambda v: v in ("random", "uncertainty"), "random or uncertainty"),
+    )
 
 
 @dataclass(frozen=True)
-class ServeConfig:
-    port: int = 8501
-    address: str = "localhost"
+class RoundSettings:
+    """How a new round is judged."""
+
+    overlap: int = setting(3, "judgments each pair collects from different annotators", AT_LEAST_1)
+    gold_rate: float = setting(
+        0.0,
+        "share of pairs shown as gold (known-answer) pairs to measure annotator accuracy",
+        BETWEEN_0_AND_1,
+    )
 
 
 @dataclass(frozen=True)
-class RuntimeConfig:
-    # 0: one thread per core this process may use.
-    threads: int = 0
-    # "auto": the first CUDA GPU when there is one, else the CPU; or "cpu", "cuda:1"...
-    device: str = "auto"
+class ServeSettings:
+    """`rlhf serve` and `rlhf up`: the annotation app."""
+
+    port: int = setting(
+        8501,
+        "port the app listens on",
+        Check(lambda v: 0 < v < 65536, "a port number from 1 to 65535"),
+    )
+    address: str = setting(
+        "localhost",
+        "address the app listens on; 0.0.0.0 serves other machines",
+    )
+
+
+@dataclass(frozen=True)
+class RuntimeSettings:
+    """Where the models run."""
+
+    threads: int = setting(
+        0,
+        "CPU threads for torch; 0 means one per core this process may use",
+        Check(lambda v: v >= 0, "0 (automatic) or more"),
+    )
+    device: str = setting(
+        "auto",
+        "auto (the first CUDA GPU when there is one, else the CPU), cpu, mps, cuda or cuda:N",
+        Check(
+            lambda v: v in ("auto", "cpu", "mps") or v.split(":")[0] == "cuda",
+            "auto, cpu, mps, cuda or cuda:N",
+        ),
+    )
 
 
 @dataclass(frozen=True)
 class SftSettings:
-    epochs: float = 1.0
-    learning_rate: float = 5e-5
-    batch_size: int = 8
-    max_length: int = 256
-    # Share of the demonstrations held out for eval loss and perplexity.
-    eval_fraction: float = 0.05
-    # How many reviews `--builtin imdb` uses.
-    builtin_n: int = 2000
-    checkpoint_every: int = 200
-    seed: int = 0
+    """`rlhf train sft`: supervised fine-tuning of a policy on demonstrations."""
+
+    epochs: float = setting(1.0, "passes over the demonstrations", ABOVE_0)
+    learning_rate: float = setting(5e-5, "learning rate of the optimizer", ABOVE_0)
+    batch_size: int = setting(8, "demonstrations per step and device", AT_LEAST_1)
+    max_length: int = setting(256, "tokens per demonstration; longer ones are cut", _at_least(8))
+    eval_fraction: float = setting(
+        0.05,
+        "share of the demonstrations held out for eval loss and perplexity",
+        Check(lambda v: 0 < v < 1, "above 0 and below 1"),
+    )
+    builtin_n: int = setting(2000, "how many reviews --builtin uses", _at_least(2))
+    checkpoint_every: int = setting(200, "optimizer steps between checkpoints", AT_LEAST_1)
+    seed: int = setting(0, SEED)
 
 
 @dataclass(frozen=True)
 class RewardSettings:
-    epochs: float = 1.0
-    learning_rate: float = 5e-5
-    batch_size: int = 16
-    # Tokens per (prompt, response); longer inputs keep their end, where the response is.
-    max_length: int = 128
-    # Weight of the penalty that keeps rewards centred on 0; 0 turns it off.
-    center_coefficient: float = 0.0
-    checkpoint_every: int = 200
-    seed: int = 0
+    """`rlhf train reward`: the reward model, trained on an export's preference pairs."""
+
+    epochs: float = setting(1.0, "passes over the export's train split", ABOVE_0)
+    learning_rate: float = setting(5e-5, "learning rate of the optimizer", ABOVE_0)
+    batch_size: int = setting(16, "pairs per step and device", AT_LEAST_1)
+    max_length: int = setting(
+        128,
+        "tokens per (prompt, response); longer inputs keep their end, where the response is",
+        _at_least(8),
+    )
+    center_coefficient: float = setting(
+        0.0,
+        "weight of the penalty that keeps rewards centred on 0; 0 turns it off",
+        ZERO_OR_MORE,
+    )
+    checkpoint_every: int = setting(200, "optimizer steps between checkpoints", AT_LEAST_1)
+    seed: int = setting(0, SEED)
 
 
 @dataclass(frozen=True)
 class LoraSettings:
-    rank: int = 16
-    alpha: int = 32
-    dropout: float = 0.05
-    # Comma-separated module names, "all-linear", or "auto" (peft's choice per architecture).
-    target_modules: str = "auto"
+    """LoRA adapters, used by the commands' --lora."""
+
+    rank: int = setting(16, "rank r of the adapter matrices", AT_LEAST_1)
+    alpha: int = setting(32, "LoRA alpha; the update is scaled by alpha / rank", AT_LEAST_1)
+    dropout: float = setting(
+        0.05,
+        "dropout on the adapter's input",
+        Check(lambda v: 0 <= v < 1, "at least 0 and below 1"),
+    )
+    target_modules: str = setting(
+        "auto",
+        "modules that get adapters: auto (peft's choice for the architecture), all-linear, "
+        "or comma-separated module names such as q_proj,v_proj",
+        Check(lambda v: bool(v.strip()), "auto, all-linear or module names"),
+    )
 
 
 @dataclass(frozen=True)
 class OptimizeSettings:
     """What PPO, DPO, RLOO and GRPO share; `rlhf train ppo|dpo|rloo|grpo` read it."""
 
-    # Optimizer steps (PPO, RLOO, GRPO: one rollout each; DPO: one batch of pairs).
-    steps: int = 100
-    learning_rate: float = 1e-5
-    # Prompts per process per step (PPO, RLOO, GRPO) or pairs per step (DPO).
-    batch_size: int = 16
-    max_new_tokens: int = 48
-    temperature: float = 1.0
-    # PPO's and RLOO/GRPO's KL coefficient; DPO's beta.
-    kl_coef: float = 0.05
-    checkpoint_every: int = 50
-    # Every this many steps, a table of sample responses goes to the log and terminal.
-    samples_every: int = 10
-    seed: int = 0
+    steps: int = setting(
+        100,
+        "optimizer steps (PPO, RLOO, GRPO: one rollout each; DPO: one batch of pairs)",
+        AT_LEAST_1,
+    )
+    learning_rate: float = setting(1e-5, "learning rate of the optimizer", ABOVE_0)
+    batch_size: int = setting(16, "prompts (DPO: pairs) per step and process", AT_LEAST_1)
+    max_new_tokens: int = setting(48, "longest sampled response, in tokens", AT_LEAST_1)
+    temperature: float = setting(1.0, "sampling temperature of the rollouts", ABOVE_0)
+    kl_coef: float = setting(
+        0.05,
+        "weight of the KL penalty to the reference policy (PPO, RLOO, GRPO), or DPO's "
+        "beta; raise it to keep the policy closer to where it started",
+        ZERO_OR_MORE,
+    )
+    checkpoint_every: int = setting(50, "steps between checkpoints", AT_LEAST_1)
+    samples_every: int = setting(
+        10,
+        "every this many steps, a table of sample responses goes to the log and terminal",
+        AT_LEAST_1,
+    )
+    seed: int = setting(0, SEED)
 
 
 @dataclass(frozen=True)
 class PpoSettings:
-    ppo_epochs: int = 4
-    minibatch_size: int = 8
-    gradient_accumulation_steps: int = 1
-    max_grad_norm: float = 1.0
-    gamma: float = 1.0
-    lam: float = 0.95
-    clip_range: float = 0.2
-    clip_range_value: float = 0.2
-    value_coef: float = 0.1
-    whiten_advantages: bool = True
-    # "shared": a value head on the policy's trunk; "separate": the critic has its own copy.
-    value_model: str = "shared"
-    adaptive_kl: bool = False
-    target_kl: float = 6.0
-    kl_horizon: int = 10000
-    # Stop when the KL to the reference passes this (nats per response); 0: never.
-    kl_limit: float = 0.0
-    # Subtracted from the score of a response without an end token; 0: no penalty.
-    missing_eos_penalty: float = 1.0
-    normalize_rewards: bool = True
-    # Scores are clipped to +- this after normalization; 0: no clipping.
-    reward_clip: float = 0.0
+    """`rlhf train ppo` and PPO retraining: our PPO (rlhf_train/policy/ppo.py)."""
+
+    ppo_epochs: int = setting(4, "passes over each rollout", AT_LEAST_1)
+    minibatch_size: int = setting(
+        8,
+        "rollout examples per optimizer step; optimize.batch_size must be a multiple of it",
+        AT_LEAST_1,
+    )
+    gradient_accumulation_steps: int = setting(
+        1,
+        "forward/backward passes one minibatch is split into, to save memory; "
+        "minibatch_size must be a multiple of it",
+        AT_LEAST_1,
+    )
+    max_grad_norm: float = setting(1.0, "gradients are clipped to this norm", ABOVE_0)
+    gamma: float = setting(1.0, "discount over the response tokens", BETWEEN_0_AND_1)
+    lam: float = setting(0.95, "lambda of generalized advantage estimation", BETWEEN_0_AND_1)
+    clip_range: float = setting(
+        0.2, "how far the policy ratio may move from 1 before the loss is clipped", ABOVE_0
+    )
+    clip_range_value: float = setting(
+        0.2, "how far a value may move from its rollout value before the loss is clipped", ABOVE_0
+    )
+    value_coef: float = setting(0.1, "weight of the value loss", ZERO_OR_MORE)
+    whiten_advantages: bool = setting(
+        True, "normalize the advantages over each rollout to mean 0 and variance 1"
+    )
+    value_model: str = setting(
+        "shared",
+        "shared: a value head on the policy's trunk; separate: the critic has its own copy "
+        "of the trunk (more memory)",
+        Check(lambda v: v in ("shared", "separate"), "shared or separate"),
+    )
+    adaptive_kl: bool = setting(
+        False, "adapt the KL coefficient so the measured KL approaches target_kl"
+    )
+    target_kl: float = setting(
+        6.0, "the KL (nats per response) adaptive_kl steers towards", ABOVE_0
+    )
+    kl_horizon: int = setting(
+        10000, "episodes over which adaptive_kl moves the coefficient", AT_LEAST_1
+    )
+    kl_limit: float = setting(
+        0.0,
+        "stop training when the KL to the reference passes this (nats per response); 0: never",
+        Check(lambda v: v >= 0, "0 (no limit) or more"),
+    )
+    missing_eos_penalty: float = setting(
+        1.0,
+        "subtracted from the score of a response without an end token; 0: no penalty",
+        Check(lambda v: v >= 0, "0 (no penalty) or more"),
+    )
+    normalize_rewards: bool = setting(
+        True, "normalize the scores with running statistics before the KL term is added"
+    )
+    reward_clip: float = setting(
+        0.0,
+        "scores are clipped to plus or minus this after normalization; 0: no clipping",
+        Check(lambda v: v >= 0, "0 (no clipping) or more"),
+    )
 
 
 @dataclass(frozen=True)
 class DpoSettings:
-    max_length: int = 256
-    # Passes over the export's train split when optimize.steps does not stop it first.
-    epochs: float = 1.0
+    """`rlhf train dpo`: direct preference optimization on an export."""
+
+    max_length: int = setting(256, "tokens per (prompt, response)", _at_least(8))
+    epochs: float = setting(
+        1.0,
+        "passes over the export's train split when optimize.steps does not stop it first",
+        ABOVE_0,
+    )
 
 
 @dataclass(frozen=True)
 class GroupSettings:
     """RLOO and GRPO sample several responses per prompt and compare them."""
 
-    num_generations: int = 4
+    num_generations: int = setting(
+        4, "responses sampled per prompt and compared with each other", _at_least(2)
+    )
 
 
 @dataclass(frozen=True)
 class LoopSettings:
     """`rlhf round next` and the app's "Start retraining"."""
 
-    # ppo, dpo, rloo or grpo.
-    optimizer: str = "ppo"
-    # Export the judgments of every closed round (true) or of the closed round only.
-    cumulative: bool = True
-    # Judgments (not counting skips) the closed round needs before it retrains.
-    min_judgments: int = 1
-    # Start the reward model from the previous round's reward model (true) or from
-    # models.reward_backbone (false).
-    continue_reward: bool = True
-    # Prompts in the next round (0: generation.n_prompts).
-    next_prompts: int = 0
+    optimizer: str = setting(
+        "ppo",
+        "the policy optimizer: ppo, dpo, rloo or grpo",
+        Check(lambda v: v in ("ppo", "dpo", "rloo", "grpo"), "ppo, dpo, rloo or grpo"),
+    )
+    cumulative: bool = setting(
+        True, "export the judgments of every closed round (true) or of the closed round only"
+    )
+    min_judgments: int = setting(
+        1,
+        "judgments (not counting skips) the closed round needs before it retrains",
+        _at_least(1),
+    )
+    continue_reward: bool = setting(
+        True,
+        "start the reward model from the previous round's reward model (true) or from "
+        "models.reward_backbone (false)",
+    )
+    next_prompts: int = setting(
+        0,
+        "prompts in the next round; 0: generation.n_prompts",
+        Check(lambda v: v >= 0, "0 (generation.n_prompts) or more"),
+    )
 
 
 @dataclass(frozen=True)
 class EvaluateSettings:
     """`rlhf evaluate policy`, also run by every retraining."""
 
-    # Held-out (eval split) prompts the policies answer; the same ones every time.
-    n_prompts: int = 64
-    max_new_tokens: int = 48
-    temperature: float = 0.9
-    # Comma-separated judge functions: sentiment (lexicon score), words; or "" for none.
-    judges: str = "sentiment"
-    seed: int = 0
+    n_prompts: int = setting(
+        64,
+        "held-out (eval split) prompts the policies answer; the same ones every time",
+        AT_LEAST_1,
+    )
+    max_new_tokens: int = setting(48, "longest response, in tokens", AT_LEAST_1)
+    temperature: float = setting(0.9, "sampling temperature", ABOVE_0)
+    judges: str = setting(
+        "sentiment",
+        "comma-separated judge functions: sentiment (lexicon score), words; or empty for none",
+        Check(
+            lambda v: all(j.strip() in JUDGE_NAMES for j in v.split(",") if j.strip()),
+            f'a comma-separated list of {" and ".join(JUDGE_NAMES)}, or ""',
+        ),
+    )
+    seed: int = setting(0, SEED)
 
 
 @dataclass(frozen=True)
 class WorkerSettings:
-    """`rlhf worker`."""
+    """`rlhf worker`: runs queued trainings."""
 
-    # Seconds between queue polls when idle, and between heartbeats while running.
-    poll_seconds: float = 5.0
-    heartbeat_seconds: float = 10.0
-    # A running run without a heartbeat for this long is marked failed.
-    stale_after_seconds: float = 120.0
+    poll_seconds: float = setting(5.0, "seconds between queue polls when idle", ABOVE_0)
+    heartbeat_seconds: float = setting(10.0, "seconds between heartbeats while a run runs", ABOVE_0)
+    stale_after_seconds: float = setting(
+        120.0, "a running run without a heartbeat for this many seconds is marked failed", ABOVE_0
+    )
 
 
 @dataclass(frozen=True)
 class Config:
-    database: DatabaseConfig = field(default_factory=DatabaseConfig)
-    models: ModelsConfig = field(default_factory=ModelsConfig)
-    prompts: PromptsConfig = field(default_factory=PromptsConfig)
-    generation: GenerationConfig = field(default_factory=GenerationConfig)
-    round: RoundConfig = field(default_factory=RoundConfig)
-    serve: ServeConfig = field(default_factory=ServeConfig)
-    runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
+    """All settings of a workspace, one attribute per [section] of rlhf.toml."""
+
+    database: DatabaseSettings = field(default_factory=DatabaseSettings)
+    models: ModelsSettings = field(default_factory=ModelsSettings)
+    prompts: PromptsSettings = field(default_factory=PromptsSettings)
+    generation: GenerationSettings = field(default_factory=GenerationSettings)
+    round: RoundSettings = field(default_factory=RoundSettings)
+    serve: ServeSettings = field(default_factory=ServeSettings)
+    runtime: RuntimeSettings = field(default_factory=RuntimeSettings)
     sft: SftSettings = field(default_factory=SftSettings)
     reward: RewardSettings = field(default_factory=RewardSettings)
     lora: LoraSettings = field(default_factory=LoraSettings)
@@ -235,95 +440,45 @@ class Config:
     worker: WorkerSettings = field(default_factory=WorkerSettings)
 
 
-def _positive(value: float) -> bool:
-    return value > 0
+def sections() -> dict[str, type]:
+    """Section name -> its dataclass, in rlhf.toml's order."""
+    return {section.name: section.default_factory for section in fields(Config)}
 
 
-def _fraction(value: float) -> bool:
-    return 0 <= value <= 1
+def setting_field(key: str) -> Field | None:
+    """The declaration of `key` ("generation.temperature"), or None if there is none."""
+    section_name, _, name = key.partition(".")
+    section = sections().get(section_name)
+    if section is None:
+        return None
+    return next((item for item in fields(section) if item.name == name), None)
 
 
-# key -> (check, what the value must be)
-_CHECKS: dict[str, tuple[Any, str]] = {
-    "prompts.n": (_positive, "at least 1"),
-    "prompts.words": (_positive, "at least 1"),
-    "prompts.eval_fraction": (lambda v: 0 <= v < 1, "at least 0 and below 1"),
-    "generation.n_prompts": (_positive, "at least 1"),
-    "generation.samples_per_prompt": (lambda v: v >= 2, "at least 2"),
-    "generation.batch_size": (_positive, "at least 1"),
-    "generation.max_new_tokens": (_positive, "at least 1"),
-    "generation.temperature": (_positive, "above 0"),
-    "generation.top_p": (lambda v: 0 < v <= 1, "above 0 and at most 1"),
-    "generation.previous_fraction": (_fraction, "between 0 and 1"),
-    "generation.pair_strategy": (
-        lambda v: v in ("random", "uncertainty"),
-        "random or uncertainty",
-    ),
-    "round.overlap": (_positive, "at least 1"),
-    "round.gold_rate": (_fraction, "between 0 and 1"),
-    "serve.port": (lambda v: 0 < v < 65536, "a port number from 1 to 65535"),
-    "sft.epochs": (_positive, "above 0"),
-    "sft.learning_rate": (_positive, "above 0"),
-    "sft.batch_size": (_positive, "at least 1"),
-    "sft.max_length": (lambda v: v >= 8, "at least 8"),
-    "sft.eval_fraction": (lambda v: 0 < v < 1, "above 0 and below 1"),
-    "sft.builtin_n": (lambda v: v >= 2, "at least 2"),
-    "sft.checkpoint_every": (_positive, "at least 1"),
-    "reward.epochs": (_positive, "above 0"),
-    "reward.learning_rate": (_positive, "above 0"),
-    "reward.batch_size": (_positive, "at least 1"),
-    "reward.max_length": (lambda v: v >= 8, "at least 8"),
-    "reward.center_coefficient": (lambda v: v >= 0, "0 or more"),
-    "reward.checkpoint_every": (_positive, "at least 1"),
-    "lora.rank": (_positive, "at least 1"),
-    "lora.alpha": (_positive, "at least 1"),
-    "lora.dropout": (lambda v: 0 <= v < 1, "at least 0 and below 1"),
-    "lora.target_modules": (lambda v: bool(v.strip()), "auto, all-linear or module names"),
-    "optimize.steps": (_positive, "at least 1"),
-    "optimize.learning_rate": (_positive, "above 0"),
-    "optimize.batch_size": (_positive, "at least 1"),
-    "optimize.max_new_tokens": (_positive, "at least 1"),
-    "optimize.temperature": (_positive, "above 0"),
-    "optimize.kl_coef": (lambda v: v >= 0, "0 or more"),
-    "optimize.checkpoint_every": (_positive, "at least 1"),
-    "optimize.samples_every": (_positive, "at least 1"),
-    "ppo.ppo_epochs": (_positive, "at least 1"),
-    "ppo.minibatch_size": (_positive, "at least 1"),
-    "ppo.gradient_accumulation_steps": (_positive, "at least 1"),
-    "ppo.max_grad_norm": (_positive, "above 0"),
-    "ppo.gamma": (_fraction, "between 0 and 1"),
-    "ppo.lam": (_fraction, "between 0 and 1"),
-    "ppo.clip_range": (_positive, "above 0"),
-    "ppo.clip_range_value": (_positive, "above 0"),
-    "ppo.value_coef": (lambda v: v >= 0, "0 or more"),
-    "ppo.value_model": (lambda v: v in ("shared", "separate"), "shared or separate"),
-    "ppo.target_kl": (_positive, "above 0"),
-    "ppo.kl_horizon": (_positive, "at least 1"),
-    "ppo.kl_limit": (lambda v: v >= 0, "0 (no limit) or more"),
-    "ppo.missing_eos_penalty": (lambda v: v >= 0, "0 (no penalty) or more"),
-    "ppo.reward_clip": (lambda v: v >= 0, "0 (no clipping) or more"),
-    "dpo.max_length": (lambda v: v >= 8, "at least 8"),
-    "dpo.epochs": (_positive, "above 0"),
-    "group.num_generations": (lambda v: v >= 2, "at least 2"),
-    "loop.optimizer": (lambda v: v in ("ppo", "dpo", "rloo", "grpo"), "ppo, dpo, rloo or grpo"),
-    "loop.min_judgments": (lambda v: v >= 1, "at least 1"),
-    "loop.next_prompts": (lambda v: v >= 0, "0 (generation.n_prompts) or more"),
-    "evaluate.n_prompts": (_positive, "at least 1"),
-    "evaluate.max_new_tokens": (_positive, "at least 1"),
-    "evaluate.temperature": (_positive, "above 0"),
-    "evaluate.judges": (
-        lambda v: all(j.strip() in JUDGE_NAMES for j in v.split(",") if j.strip()),
-        f'a comma-separated list of {" and ".join(JUDGE_NAMES)}, or ""',
-    ),
-    "worker.poll_seconds": (_positive, "above 0"),
-    "worker.heartbeat_seconds": (_positive, "above 0"),
-    "worker.stale_after_seconds": (_positive, "above 0"),
-    "runtime.threads": (lambda v: v >= 0, "0 (automatic) or more"),
-    "runtime.device": (
-        lambda v: v in ("auto", "cpu", "mps") or v.split(":")[0] == "cuda",
-        "auto, cpu, mps, cuda or cuda:N",
-    ),
-}
+def known_keys() -> list[str]:
+    return [
+        f"{name}.{item.name}" for name, section in sections().items() for item in fields(section)
+    ]
+
+
+def render_value(value: Any) -> str:
+    """`value` written as TOML, as rlhf.toml and the flags' help show defaults."""
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, str):
+        return json.dumps(value)  # a JSON string of printable text is a TOML basic string
+    return str(value)
+
+
+def setting_help(key: str) -> str:
+    """The help of a command-line flag that overrides `key`, ready for argparse (a "%" is
+    doubled): the setting's help, its default and the key, e.g. "sampling temperature
+    (default: 0.9; setting generation.temperature)". An unknown key is a programming
+    error, raised when the parser is built."""
+    item = setting_field(key)
+    if item is None:
+        raise KeyError(f"{key!r} is not a setting; known settings are: {', '.join(known_keys())}")
+    text = f"{item.metadata['help']} (default: {render_value(item.default)}; setting {key})"
+    return text.replace("%", "%%")
 
 
 def _coerce(key: str, value: Any, expected: type, origin: str) -> Any:
@@ -360,31 +515,19 @@ def _finite(key: str, value: Any, origin: str) -> Any:
 
 
 def _apply(config: Config, key: str, value: Any, origin: str) -> Config:
-    section_name, _, name = key.partition(".")
-    section = getattr(config, section_name, None) if section_name in _section_names() else None
-    if section is None or name not in {f.name for f in fields(section)}:
+    item = setting_field(key)
+    if item is None:
         raise UserError(
             f"Unknown setting {key!r} in {origin}; known settings are: {', '.join(known_keys())}."
         )
-    expected = {f.name: f.type for f in fields(section)}[name]
-    expected_type = {"str": str, "int": int, "float": float, "bool": bool}[str(expected)]
+    expected_type = {"str": str, "int": int, "float": float, "bool": bool}[str(item.type)]
     coerced = _finite(key, _coerce(key, value, expected_type, origin), origin)
-    check = _CHECKS.get(key)
-    if check is not None and not check[0](coerced):
-        raise UserError(f"Setting {key} in {origin} is {coerced!r}; it must be {check[1]}.")
-    return replace(config, **{section_name: replace(section, **{name: coerced})})
-
-
-def _section_names() -> list[str]:
-    return [f.name for f in fields(Config)]
-
-
-def known_keys() -> list[str]:
-    return [
-        f"{section.name}.{item.name}"
-        for section in fields(Config)
-        for item in fields(section.default_factory())
-    ]
+    check = item.metadata["check"]
+    if check is not None and not check.test(coerced):
+        raise UserError(f"Setting {key} in {origin} is {coerced!r}; it must be {check.must_be}.")
+    section_name = key.partition(".")[0]
+    section = getattr(config, section_name)
+    return replace(config, **{section_name: replace(section, **{item.name: coerced})})
 
 
 def _flatten(table: Mapping[str, Any], origin: str) -> dict[str, Any]:
@@ -440,18 +583,32 @@ def load_config(
 
 
 def default_config_text() -> str:
-    """The rlhf.toml that `rlhf init` writes: every setting with its default, commented."""
+    """The rlhf.toml that `rlhf init` writes: every section and every setting, each with
+    its help above it and its default commented out, so uncommenting a line changes only
+    that setting and the file as written loads as the defaults."""
     lines = [
-        "# prefloop workspace settings. Uncomment to change a default.",
+        "# prefloop workspace settings. Every setting is shown at its default, commented",
+        "# out; uncomment a line and change its value to change that setting.",
         "# Environment variables override this file: RLHF_<SECTION>_<KEY>, e.g.",
-        "# RLHF_GENERATION_BATCH_SIZE=8, and RLHF_DB_URL for [database] url.",
+        "# RLHF_GENERATION_BATCH_SIZE=8, and RLHF_DB_URL for [database] url; command-line",
+        "# flags override both.",
     ]
-    defaults = Config()
-    for section in fields(Config):
-        lines.append("")
-        lines.append(f"[{section.name}]")
-        for item in fields(section.default_factory()):
-            value = getattr(getattr(defaults, section.name), item.name)
-            rendered = f'"{value}"' if isinstance(value, str) else str(value).lower()
-            lines.append(f"# {item.name} = {rendered}")
+    for name, section in sections().items():
+        lines += ["", *_comment(section.__doc__ or ""), f"[{name}]"]
+        for item in fields(section):
+            check = item.metadata["check"]
+            help_text = item.metadata["help"]
+            if check is not None:
+                help_text += f". Must be {check.must_be}"
+            lines += [
+                "",
+                *_comment(help_text[0].upper() + help_text[1:] + "."),
+                f"# {item.name} = {render_value(item.default)}",
+            ]
     return "\n".join(lines) + "\n"
+
+
+def _comment(text: str) -> list[str]:
+    # Wrapped so the file reads in an 88-column editor; help lines never look like
+    # "# key = value", which would uncomment into a setting.
+    return ["# " + line for line in textwrap.wrap(text, 86, break_on_hyphens=False)]
