@@ -3,6 +3,7 @@ for each kind of bad input."""
 
 from __future__ import annotations
 
+import argparse
 import io
 import json
 import subprocess
@@ -74,6 +75,22 @@ def test_every_command_has_help_with_examples() -> None:
     assert expected <= set(commands)
     for name, parser in commands.items():
         assert "examples:" in parser.format_help(), name
+
+
+def test_each_group_module_holds_its_parsers_and_handlers() -> None:
+    """Issue 14: one module of rlhf_train.cli per command group, declaring both the parsers
+    and the handlers of its commands; `rlhf` is exactly what those modules declare."""
+    import rlhf_train.cli as cli
+
+    declared = set()
+    for module in cli.GROUPS:
+        parser = argparse.ArgumentParser()
+        module.add_commands(parser.add_subparsers())
+        for name, sub in _subcommands(parser):
+            assert sub.get_default("handler").__module__ == module.__name__, name
+            declared.add(name)
+    assert declared == set(dict(_subcommands(build_parser())))
+    assert "models merge" in declared
 
 
 def test_installed_entry_point_lists_commands() -> None:

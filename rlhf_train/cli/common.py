@@ -1,5 +1,6 @@
-"""What every `rlhf` subcommand module shares: declaring a command with its examples,
-and opening the workspace the global --workspace option names."""
+"""What every `rlhf` command module shares: declaring a group and a command with its
+examples, opening the workspace the global --workspace option names, and the few flag
+types and switches several groups take."""
 
 from __future__ import annotations
 
@@ -10,14 +11,21 @@ from textwrap import dedent
 from typing import Any
 
 Handler = Callable[[argparse.Namespace], int]
+Commands = argparse._SubParsersAction
 
 
 def examples(text: str) -> str:
     return "examples:\n" + dedent(text).strip("\n")
 
 
+def add_group(commands: Commands, name: str, summary: str, **kwargs: Any) -> Commands:
+    """A noun with subcommands (`rlhf users add`); returns where its commands go."""
+    group = commands.add_parser(name, help=summary, **kwargs)
+    return group.add_subparsers(title="commands", metavar="COMMAND", required=True)
+
+
 def add_command(
-    group: argparse._SubParsersAction,
+    group: Commands,
     name: str,
     handler: Handler,
     summary: str,
@@ -50,3 +58,13 @@ def finite_float(text: str) -> float:
     if not math.isfinite(value):
         raise argparse.ArgumentTypeError(f"{text!r} is not a finite number; give e.g. 0.5")
     return value
+
+
+def quiet_if_asked(args: argparse.Namespace) -> None:
+    """--no-progress silences the loading and dataset bars too, not only the Trainer's."""
+    if getattr(args, "no_progress", False):
+        from datasets import disable_progress_bars
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+        disable_progress_bars()

@@ -1,12 +1,18 @@
-"""The training commands of `rlhf`: train sft|reward, evaluate reward|policy, models merge,
-runs list. Each handler turns flags into options, calls one function, prints."""
+"""`rlhf train sft|reward|ppo|dpo|rloo|grpo`: the training commands. Each handler turns
+flags into options, calls one function, prints."""
 
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
-from rlhf_train.cli.common import add_command, finite_float, open_workspace
+from rlhf_train.cli.common import (
+    Commands,
+    add_command,
+    add_group,
+    finite_float,
+    open_workspace,
+    quiet_if_asked,
+)
 from rlhf_train.errors import UserError
 
 
@@ -28,16 +34,6 @@ def _settings_overrides(args: argparse.Namespace, section: str) -> dict[str, obj
     return overrides
 
 
-def _quiet_if_asked(args: argparse.Namespace) -> None:
-    """--no-progress silences the loading and dataset bars too, not only the Trainer's."""
-    if getattr(args, "no_progress", False):
-        from datasets import disable_progress_bars
-        from transformers.utils import logging as hf_logging
-
-        hf_logging.disable_progress_bar()
-        disable_progress_bars()
-
-
 def _resume_target(args: argparse.Namespace) -> tuple[bool, int | None]:
     if args.resume is None:
         return False, None
@@ -52,7 +48,7 @@ def cmd_train_reward(args: argparse.Namespace) -> int:
     from rlhf_train.reward.evaluate import summary_lines
     from rlhf_train.reward.train import RewardOptions, train_reward
 
-    _quiet_if_asked(args)
+    quiet_if_asked(args)
     resume, run_id = _resume_target(args)
     if not resume and not args.data:
         raise UserError("Pass --data EXPORT_FOLDER (made by `rlhf export`), or --resume.")
@@ -81,7 +77,7 @@ def cmd_train_reward(args: argparse.Namespace) -> int:
 def cmd_train_sft(args: argparse.Namespace) -> int:
     from rlhf_train.sft.train import SftOptions, train_sft
 
-    _quiet_if_asked(args)
+    quiet_if_asked(args)
     resume, run_id = _resume_target(args)
     workspace = open_workspace(args, _settings_overrides(args, "sft"))
     options = SftOptions(
@@ -118,7 +114,7 @@ def cmd_train_policy(args: argparse.Namespace) -> int:
     """rlhf train ppo|dpo|rloo|grpo."""
     from rlhf_train.policy.optimize import OptimizeOptions, optimize_policy
 
-    _quiet_if_asked(args)
+    quiet_if_asked(args)
     resume, run_id = _resume_target(args)
     overrides = {
         "optimize.learning_rate": args.learning_rate,
@@ -176,47 +172,6 @@ def _policy_summary(metrics: dict) -> str:
     return (", ".join(parts) + ".").capitalize()
 
 
-def cmd_models_merge(args: argparse.Namespace) -> int:
-    from rlhf_train.models.merge import merge_lora
-
-    merged = merge_lora(open_workspace(args), args.name, args.new_name)
-    print(f"Merged the LoRA adapter {args.name!r} into the full policy {merged.name!r}.")
-    return 0
-
-
-def cmd_evaluate_reward(args: argparse.Namespace) -> int:
-    from rlhf_train.reward.evaluate import evaluate_reward, summary_lines
-
-    workspace = open_workspace(args, {"runtime.device": args.device})
-    report = evaluate_reward(
-        workspace, args.model, args.data, Path(args.out).resolve() if args.out else None
-    )
-    print("\n".join(summary_lines(report.diagnostics)))
-    print(f"Diagnostics and plots: {report.folder}")
-    return 0
-
-
-def cmd_evaluate_policy(args: argparse.Namespace) -> int:
-    from rlhf_train.evaluation.report import PolicyEvaluationOptions, evaluate_policy_report
-    from rlhf_train.evaluation.text import summary_lines
-
-    _quiet_if_asked(args)
-    overrides = {"runtime.device": args.device, "evaluate.n_prompts": args.n_prompts}
-    options = PolicyEvaluationOptions(
-        policy=args.policy,
-        against=args.against,
-        reference=args.reference,
-        reward=args.reward,
-        round_number=args.round,
-        out=Path(args.out).resolve() if args.out else None,
-        progress=not args.no_progress,
-    )
-    report = evaluate_policy_report(open_workspace(args, overrides), options)
-    print("\n".join(summary_lines(report.metrics)))
-    print(f"Evaluation {report.evaluation_id}: report and plots in {report.folder}")
-    return 0
-
-
 def _add_run_flags(parser: argparse.ArgumentParser) -> None:
     """What every training command takes: resuming, the device, quiet output."""
     parser.add_argument(
@@ -252,9 +207,8 @@ def _add_training_flags(parser: argparse.ArgumentParser, section: str) -> None:
     _add_run_flags(parser)
 
 
-def add_training_commands(commands: argparse._SubParsersAction) -> None:
-    train = commands.add_parser("train", help="Train an SFT policy or a reward model.")
-    train_commands = train.add_subparsers(title="commands", metavar="COMMAND", required=True)
+def add_commands(commands: Commands) -> None:
+    train_commands = add_group(commands, "train", "Train an SFT policy or a reward model.")
     sft = add_command(
         train_commands,
         "sft",
@@ -309,63 +263,6 @@ def add_training_commands(commands: argparse._SubParsersAction) -> None:
 
     _add_policy_commands(train_commands)
 
-    evaluate = commands.add_parser("evaluate", help="Evaluate a trained model.")
-    evaluate_commands = evaluate.add_subparsers(title="commands", metavar="COMMAND", required=True)
-    evaluate_reward = add_command(
-        evaluate_commands,
-        "reward",
-        cmd_evaluate_reward,
-        "Diagnostics of a reward model on the test split of an export (JSON and plots).",
-        """
-        rlhf evaluate reward reward-3 --data exports/r2
-        rlhf evaluate reward ./my-rm --data exports/r2 --out reports/my-rm
-        """,
-    )
-    evaluate_reward.add_argument("model", help="a registered reward model or a folder")
-    evaluate_reward.add_argument("--data", required=True, help="an export folder")
-    evaluate_reward.add_argument("--out", help="report folder (default: reports/MODEL/eval-EXPORT)")
-    evaluate_reward.add_argument("--device", help="auto (default), cpu, cuda or cuda:N")
-    _add_evaluate_policy(evaluate_commands)
-
-
-def _add_evaluate_policy(evaluate_commands: argparse._SubParsersAction) -> None:
-    parser = add_command(
-        evaluate_commands,
-        "policy",
-        cmd_evaluate_policy,
-        "Measure a policy on the held-out prompts, maybe against another; write a report.",
-        """
-        rlhf evaluate policy                              # the current policy
-        rlhf evaluate policy ppo-3 --against ppo-2 --round 3
-        rlhf evaluate policy ppo-3 --reward my_rewards.py:score --n-prompts 200
-        """,
-    )
-    parser.add_argument("policy", nargs="?", help="a policy (default: the current policy)")
-    parser.add_argument(
-        "--against", metavar="Q", help="a policy to compare with (win rates, side by side)"
-    )
-    parser.add_argument(
-        "--reference",
-        metavar="R",
-        help="the policy KL and perplexity are measured against (default: the root of the "
-        "policy's lineage)",
-    )
-    parser.add_argument(
-        "--reward",
-        metavar="RM",
-        help="a reward model (default: the newest one; none registered: no reward scores) or "
-        "a Python function module:function / file.py:function(prompts, responses)",
-    )
-    parser.add_argument("--round", type=int, metavar="N", help="the round this report belongs to")
-    parser.add_argument(
-        "--out", metavar="DIR", help="report folder (default: reports/policies/P[-vs-Q]-ID)"
-    )
-    parser.add_argument(
-        "--n-prompts", type=int, metavar="N", help="held-out prompts (evaluate.n_prompts)"
-    )
-    parser.add_argument("--device", help="auto (default), cpu, cuda or cuda:N")
-    parser.add_argument("--no-progress", action="store_true", help="no progress output")
-
 
 POLICY_EXAMPLES = {
     "ppo": """
@@ -395,7 +292,7 @@ POLICY_SUMMARIES = {
 }
 
 
-def _add_policy_commands(train_commands: argparse._SubParsersAction) -> None:
+def _add_policy_commands(train_commands: Commands) -> None:
     for algorithm in ("ppo", "dpo", "rloo", "grpo"):
         parser = add_command(
             train_commands,

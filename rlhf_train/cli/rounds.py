@@ -1,0 +1,213 @@
+"""`rlhf generate`, `rlhf rounds list|show` and `rlhf round next`: a round is sampled from
+a policy, judged in the app, inspected, and retrained from to open the next one."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+
+from rlhf_train.cli.common import Commands, add_command, add_group, finite_float, open_workspace
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    from rlhf_train.models.loading import configure_threads
+    from rlhf_train.rounds.generate import generate_round, request_from_config
+
+    workspace = open_workspace(
+        args,
+        {
+            "generation.n_prompts": args.n_prompts,
+            "generation.samples_per_prompt": args.samples_per_prompt,
+            "generation.batch_size": args.batch_size,
+            "generation.max_new_tokens": args.max_new_tokens,
+            "generation.temperature": args.temperature,
+            "generation.top_p": args.top_p,
+            "generation.seed": args.seed,
+            "generation.previous_fraction": args.previous_fraction,
+            "generation.pair_strategy": args.pair_strategy,
+            "runtime.device": args.device,
+        },
+    )
+    configure_threads(workspace.config.runtime.threads)
+    request = request_from_config(
+        workspace, args.round, args.policy, args.previous_policy, args.reward
+    )
+    report = generate_round(workspace, request, progress=not args.no_progress)
+    print(report.summary())
+    return 0
+
+
+def cmd_rounds_list(args: argparse.Namespace) -> int:
+    from db.rounds import round_summaries
+
+    with open_workspace(args).sessions() as session:
+        summaries = round_summaries(session)
+    if not summaries:
+        print("No rounds yet; create one with `rlhf generate --round 1`.")
+        return 0
+    print(f"{'round':>5}  {'status':<7} {'pairs':>6} {'judged':>14}  policy")
+    for s in summaries:
+        judged = f"{s.judgments}/{s.judgments_needed}"
+        versus = f" vs {s.previous_policy}" if s.previous_policy else ""
+        print(f"{s.number:>5}  {s.status:<7} {s.pairs:>6} {judged:>14}  {s.policy}{versus}")
+    return 0
+
+
+def cmd_rounds_show(args: argparse.Namespace) -> int:
+    from rlhf_train.rounds.report import describe_round
+
+    with open_workspace(args).sessions() as session:
+        print(describe_round(session, args.number))
+    return 0
+
+
+def next_round_options(args: argparse.Namespace):
+    """The flags of add_next_round_flags as the loop's options (round next and simulate)."""
+    from rlhf_train.loop.round_next import NextRoundOptions
+
+    return NextRoundOptions(
+        optimizer=args.optimizer,
+        round_number=args.round,
+        cumulative=args.cumulative,
+        pair_strategy=args.pair_strategy,
+        lora=args.lora,
+        reward_max_steps=args.reward_max_steps,
+        optimize_max_steps=args.max_steps,
+        optimize_time_limit=args.time_limit,
+        next_prompts=args.next_prompts,
+        notes=args.notes or "",
+        progress=not args.no_progress,
+    )
+
+
+def cmd_round_next(args: argparse.Namespace) -> int:
+    from rlhf_train.loop.round_next import queue_next_round
+
+    workspace = open_workspace(args, {"runtime.device": args.device})
+    job_id = queue_next_round(workspace, next_round_options(args))
+    if args.queue:
+        print(f"Queued retraining run {job_id}; `rlhf worker` runs it (see `rlhf runs show`).")
+        return 0
+    return _run_here(workspace, job_id)
+
+
+def _run_here(workspace, job_id: int) -> int:
+    from rlhf_train.loop.round_next import describe_outcome, run_here
+    from rlhf_train.models.loading import configure_threads
+
+    configure_threads(workspace.config.runtime.threads)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    print(describe_outcome(run_here(workspace, job_id)))
+    return 0
+
+
+def add_next_round_flags(parser: argparse.ArgumentParser) -> None:
+    """What a lead may choose per retraining, for round next and simulate alike."""
+    parser.add_argument("--optimizer", choices=["ppo", "dpo", "rloo", "grpo"])
+    parser.add_argument(
+        "--cumulative",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="export every round up to it, or only it (default: loop.cumulative)",
+    )
+    parser.add_argument(
+        "--pair-strategy",
+        choices=["random", "uncertainty"],
+        help="how the next round's new-vs-new pairs are chosen (generation.pair_strategy)",
+    )
+    parser.add_argument("--lora", action="store_true", help="optimize a LoRA adapter ([lora])")
+    parser.add_argument("--max-steps", type=int, help="optimizer steps (optimize.steps)")
+    parser.add_argument(
+        "--time-limit",
+        type=finite_float,
+        metavar="MINUTES",
+        help="stop the optimizer after the step that passes this budget, keeping its result",
+    )
+    parser.add_argument("--reward-max-steps", type=int, help="reward model training steps")
+    parser.add_argument("--next-prompts", type=int, help="prompts in the next round")
+    parser.add_argument("--notes", help="a note kept with the run")
+    parser.add_argument("--device", help="auto (default), cpu, cuda or cuda:N")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def add_commands(commands: Commands) -> None:
+    _add_generate(commands)
+    rounds = add_group(commands, "rounds", "Inspect rounds.")
+    add_command(
+        rounds, "list", cmd_rounds_list, "List rounds with status and progress.", "rlhf rounds list"
+    )
+    show = add_command(
+        rounds,
+        "show",
+        cmd_rounds_show,
+        "Show one round: policies, pairs by strategy, sample lengths, example pairs.",
+        "rlhf rounds show 1",
+    )
+    show.add_argument("number", type=int)
+
+    round_ = add_group(commands, "round", "Retrain from a round and open the next one.")
+    next_ = add_command(
+        round_,
+        "next",
+        cmd_round_next,
+        "Close the newest round, export its judgments, train the reward model, optimize the "
+        "policy, evaluate it, promote it if all of that succeeded, and generate the next round.",
+        """
+        rlhf round next                          # here and now, with PPO
+        rlhf round next --optimizer dpo --queue  # for `rlhf worker`
+        rlhf round next --pair-strategy uncertainty --max-steps 50
+        """,
+    )
+    next_.add_argument("--round", type=int, help="the round to learn from (default: the newest)")
+    next_.add_argument(
+        "--queue", action="store_true", help="queue it for `rlhf worker` instead of running it"
+    )
+    add_next_round_flags(next_)
+
+
+def _add_generate(commands: Commands) -> None:
+    generate = add_command(
+        commands,
+        "generate",
+        cmd_generate,
+        "Sample responses from a policy and form the pairs of a round. Work is committed "
+        "prompt by prompt; rerunning the same command resumes an interrupted run.",
+        """
+        rlhf generate --round 1 --policy smollm2-135m-instruct --n-prompts 64 --samples-per-prompt 2
+        rlhf generate --round 2 --policy policy-r1 --previous-policy smollm2-135m-instruct
+        rlhf generate --round 3 --policy ./my-model-folder --temperature 0.7 --top-p 0.95
+        rlhf generate --round 4 --samples-per-prompt 8 --pair-strategy uncertainty --reward rm-r3
+        """,
+    )
+    generate.add_argument("--round", type=int, required=True, help="round number (created if new)")
+    generate.add_argument(
+        "--policy",
+        help="registered name, built-in name, folder or hub id (default: current policy)",
+    )
+    generate.add_argument(
+        "--previous-policy", help="also sample this policy and pair it against --policy"
+    )
+    generate.add_argument("--n-prompts", type=int, help="prompts in the round (default 32)")
+    generate.add_argument(
+        "--samples-per-prompt", type=int, help="samples per prompt, K (default 2)"
+    )
+    generate.add_argument(
+        "--previous-fraction", type=float, help="share of new-vs-previous prompts"
+    )
+    generate.add_argument("--batch-size", type=int, help="sequences per generate call")
+    generate.add_argument("--max-new-tokens", type=int)
+    generate.add_argument("--temperature", type=float)
+    generate.add_argument("--top-p", type=float)
+    generate.add_argument("--seed", type=int)
+    generate.add_argument(
+        "--pair-strategy",
+        choices=["random", "uncertainty"],
+        help="new-vs-new pairs: random, or the samples whose rewards are closest (uncertainty)",
+    )
+    generate.add_argument(
+        "--reward",
+        help="reward model for --pair-strategy uncertainty: registered name, folder or "
+        "module:function (default: the newest reward model)",
+    )
+    generate.add_argument("--device", help="auto (default), cpu, cuda or cuda:N")
+    generate.add_argument("--no-progress", action="store_true", help="no progress bar")
