@@ -33,7 +33,7 @@ import shutil
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -42,49 +42,77 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from rlhf_train.config import OptimizeSettings, PpoSettings, setting_field
 from rlhf_train.models.sampling import PromptInput, encode_prompt, end_token_ids
 from rlhf_train.runs.trainer_args import checkpoint_folders
 
 ScoreFunction = Callable[[list[str], list[str]], torch.Tensor]
 
 
+def _from_setting(key: str, zero_means_none: bool = False) -> Any:
+    """A PPOConfig field whose default is the workspace setting `key` ("ppo.gamma"), so
+    PPOConfig() and a fresh rlhf.toml cannot disagree. `zero_means_none`: the setting
+    writes "off" as 0, PPOConfig as None."""
+    item = setting_field(key)
+    if item is None:
+        raise KeyError(f"PPOConfig names {key!r}, which is not a setting")
+    default = (item.default or None) if zero_means_none else item.default
+    return field(default=default, metadata={"setting": key, "zero_means_none": zero_means_none})
+
+
 @dataclass(frozen=True)
 class PPOConfig:
+    """Every field is a workspace setting of [optimize] or [ppo] (named in its metadata),
+    whose default and help live in rlhf_train/config.py; `from_settings` builds one."""
+
     # Rollouts: prompts per process per step, and how responses are sampled. Sampling
     # at temperature T means log-probabilities are those of logits / T, in the rollout
     # and in the update alike.
-    rollout_batch_size: int = 16
-    max_new_tokens: int = 48
-    temperature: float = 1.0
+    rollout_batch_size: int = _from_setting("optimize.batch_size")
+    max_new_tokens: int = _from_setting("optimize.max_new_tokens")
+    temperature: float = _from_setting("optimize.temperature")
     # Update: epochs over each rollout, examples per optimizer step, and how many
     # forward/backward passes one minibatch is split into.
-    ppo_epochs: int = 4
-    minibatch_size: int = 8
-    gradient_accumulation_steps: int = 1
-    learning_rate: float = 1e-5
-    max_grad_norm: float = 1.0
+    ppo_epochs: int = _from_setting("ppo.ppo_epochs")
+    minibatch_size: int = _from_setting("ppo.minibatch_size")
+    gradient_accumulation_steps: int = _from_setting("ppo.gradient_accumulation_steps")
+    learning_rate: float = _from_setting("optimize.learning_rate")
+    max_grad_norm: float = _from_setting("ppo.max_grad_norm")
     # The PPO objective.
-    gamma: float = 1.0
-    lam: float = 0.95
-    clip_range: float = 0.2
-    clip_range_value: float = 0.2
-    value_coef: float = 0.1
-    whiten_advantages: bool = True
-    value_model: str = "shared"  # or "separate"
+    gamma: float = _from_setting("ppo.gamma")
+    lam: float = _from_setting("ppo.lam")
+    clip_range: float = _from_setting("ppo.clip_range")
+    clip_range_value: float = _from_setting("ppo.clip_range_value")
+    value_coef: float = _from_setting("ppo.value_coef")
+    whiten_advantages: bool = _from_setting("ppo.whiten_advantages")
+    value_model: str = _from_setting("ppo.value_model")  # "shared" or "separate"
     # KL penalty against the reference: beta, and its adaptive controller (Ziegler et
     # al.) that moves beta so the measured KL approaches target_kl over kl_horizon
-    # episodes. Training stops early when the KL passes kl_limit.
-    kl_coef: float = 0.05
-    adaptive_kl: bool = False
-    target_kl: float = 6.0
-    kl_horizon: int = 10_000
-    kl_limit: float | None = None
+    # episodes. Training stops early when the KL passes kl_limit (None: never).
+    kl_coef: float = _from_setting("optimize.kl_coef")
+    adaptive_kl: bool = _from_setting("ppo.adaptive_kl")
+    target_kl: float = _from_setting("ppo.target_kl")
+    kl_horizon: int = _from_setting("ppo.kl_horizon")
+    kl_limit: float | None = _from_setting("ppo.kl_limit", zero_means_none=True)
     # Scores: the penalty for a response without an end token, and optional running
-    # normalization and clipping of the score before the KL term is added.
-    missing_eos_penalty: float | None = 1.0
-    normalize_rewards: bool = False
-    reward_clip: float | None = None
-    seed: int = 0
+    # normalization and clipping of the score before the KL term is added (None: off).
+    missing_eos_penalty: float | None = _from_setting(
+        "ppo.missing_eos_penalty", zero_means_none=True
+    )
+    normalize_rewards: bool = _from_setting("ppo.normalize_rewards")
+    reward_clip: float | None = _from_setting("ppo.reward_clip", zero_means_none=True)
+    seed: int = _from_setting("optimize.seed")
+
+    @classmethod
+    def from_settings(cls, optimize: OptimizeSettings, ppo: PpoSettings) -> PPOConfig:
+        """The PPOConfig of a workspace's [optimize] and [ppo] sections."""
+        given = {"optimize": optimize, "ppo": ppo}
+        values = {}
+        for item in fields(cls):
+            section, _, name = item.metadata["setting"].partition(".")
+            value = getattr(given[section], name)
+            values[item.name] = (value or None) if item.metadata["zero_means_none"] else value
+        return cls(**values)
 
     def check(self) -> None:
         if self.minibatch_size % self.gradient_accumulation_steps:

@@ -16,33 +16,7 @@ from rlhf_train.reward.source import score_function
 
 
 def ppo_config(job: PolicyJob) -> PPOConfig:
-    shared, ppo = job.config.optimize, job.config.ppo
-    return PPOConfig(
-        rollout_batch_size=shared.batch_size,
-        max_new_tokens=shared.max_new_tokens,
-        temperature=shared.temperature,
-        ppo_epochs=ppo.ppo_epochs,
-        minibatch_size=ppo.minibatch_size,
-        gradient_accumulation_steps=ppo.gradient_accumulation_steps,
-        learning_rate=shared.learning_rate,
-        max_grad_norm=ppo.max_grad_norm,
-        gamma=ppo.gamma,
-        lam=ppo.lam,
-        clip_range=ppo.clip_range,
-        clip_range_value=ppo.clip_range_value,
-        value_coef=ppo.value_coef,
-        whiten_advantages=ppo.whiten_advantages,
-        value_model=ppo.value_model,
-        kl_coef=shared.kl_coef,
-        adaptive_kl=ppo.adaptive_kl,
-        target_kl=ppo.target_kl,
-        kl_horizon=ppo.kl_horizon,
-        kl_limit=ppo.kl_limit or None,
-        missing_eos_penalty=ppo.missing_eos_penalty or None,
-        normalize_rewards=ppo.normalize_rewards,
-        reward_clip=ppo.reward_clip or None,
-        seed=shared.seed,
-    )
+    return PPOConfig.from_settings(job.config.optimize, job.config.ppo)
 
 
 def print_samples(step: int, samples: list[dict[str, Any]], limit: int = 4) -> None:
