@@ -5,119 +5,38 @@ Every algorithm takes the same options (OptimizeOptions), reads the same setting
 gives the same result (OptimizeResult): a new policy, saved and registered with its
 lineage (parent policy, reward model, export, settings, metrics). The round loop can
 therefore switch optimizer with a flag. The algorithms themselves live in
-optimize_ppo.py (ours) and optimize_trl.py (TRL's DPO, RLOO and GRPO trainers).
+ppo_runner.py (ours) and trl_runner.py (TRL's DPO, RLOO and GRPO trainers); the
+types they share are in job.py.
 """
 
 from __future__ import annotations
 
-import shutil
-from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
-from transformers import PreTrainedModel, PreTrainedTokenizerBase
-
 from rlhf_train.config import Config
-from rlhf_train.distributed import from_main_process, is_main_process
+from rlhf_train.distributed import is_main_process
 from rlhf_train.errors import UserError
-from rlhf_train.export.reader import PreferenceExport, read_export
+from rlhf_train.export.reader import read_export
 from rlhf_train.models.loading import configure_threads, load_policy, resolve_device
 from rlhf_train.models.lora import lora_config
-from rlhf_train.models.publish import NewModel, check_new_model, publish_model
-from rlhf_train.models.sampling import PromptInput
+from rlhf_train.models.publish import NewModel, check_new_model
 from rlhf_train.models.source import policy_to_train
 from rlhf_train.policy.deadline import Deadline
-from rlhf_train.policy.prompts import load_policy_prompts
-from rlhf_train.reward.source import RewardSource, resolve_reward
-from rlhf_train.runs.record import (
-    RunLog,
-    finish_run,
-    outcome_recorded,
-    run_checkpoints,
-    run_to_resume,
-    start_run,
+from rlhf_train.policy.job import (
+    ALGORITHMS,
+    SECTIONS,
+    Algorithm,
+    OptimizeOptions,
+    OptimizeResult,
+    PolicyJob,
 )
-from rlhf_train.runs.trainer_args import last_checkpoint
+from rlhf_train.policy.prompts import load_policy_prompts
+from rlhf_train.reward.source import resolve_reward
+from rlhf_train.runs.lifecycle import new_model_name, publish_trained, recorded_run, resume_point
+from rlhf_train.runs.record import RunLog, run_checkpoints
 from rlhf_train.workspace import Workspace
-
-ALGORITHMS = ("ppo", "dpo", "rloo", "grpo")
-# The settings sections each algorithm reads, recorded with its runs.
-SECTIONS = {
-    "ppo": ("optimize", "ppo", "lora"),
-    "dpo": ("optimize", "dpo", "lora"),
-    "rloo": ("optimize", "group", "lora"),
-    "grpo": ("optimize", "group", "lora"),
-}
-
-
-@dataclass(frozen=True)
-class OptimizeOptions:
-    algorithm: str
-    policy: str | None = None  # None: the current policy
-    reward: str | None = None  # reward model or module:function; None: newest reward model
-    data: str | None = None  # an export folder (DPO)
-    prompts: str | None = None  # "workspace" (default), a prompt file, imdb, rotten_tomatoes
-    chat: bool = False  # wrap prompts from a file in the chat template
-    name: str | None = None  # None: ALGORITHM-RUN
-    lora: bool = False
-    save_adapter: bool = False  # with lora: save the adapter instead of merging it
-    promote: bool = False
-    max_steps: int | None = None  # overrides optimize.steps
-    time_limit: float | None = None  # minutes; stop after the step that passes it
-    report_to: str = "none"  # or "tensorboard"
-    progress: bool = True
-
-    def recorded(self) -> dict[str, Any]:
-        values = asdict(self)
-        for key in ("data", "prompts"):
-            path = values[key]
-            if path and Path(path).expanduser().exists():
-                values[key] = str(Path(path).expanduser().resolve())
-        return values
-
-
-@dataclass
-class OptimizeResult:
-    name: str
-    model_id: int
-    path: Path
-    run_id: int
-    metrics: dict[str, Any]
-
-
-@dataclass
-class PolicyJob:
-    """Everything an algorithm needs, resolved and checked before the run is recorded."""
-
-    options: OptimizeOptions
-    config: Config
-    device: str
-    policy_id: int
-    policy_name: str
-    policy_location: str
-    model: PreTrainedModel
-    tokenizer: PreTrainedTokenizerBase
-    peft_config: Any  # a peft LoraConfig with --lora, else None
-    prompts: list[PromptInput] | None = None
-    reward: RewardSource | None = None
-    export: PreferenceExport | None = None
-    # Set once the run is recorded:
-    workspace: Workspace | None = None
-    run_id: int = 0
-    checkpoints: Path = field(default_factory=Path)
-    resume_from: Path | None = None
-    log: RunLog | None = None
-    deadline: Deadline = field(default_factory=lambda: Deadline(None))
-
-    @property
-    def steps(self) -> int:
-        return self.options.max_steps or self.config.optimize.steps
-
-
-# An algorithm trains job.model and returns the trained model (a peft model under LoRA)
-# and its metrics. Only the main process's return value is used.
-Algorithm = Callable[[PolicyJob], tuple[PreTrainedModel, dict[str, Any]]]
 
 
 def _algorithm(name: str) -> Algorithm:
@@ -216,12 +135,7 @@ def _run_config(job: PolicyJob) -> dict[str, Any]:
 
 def _resumed(workspace: Workspace, algorithm: str, run_id: int | None):
     """The workspace with the recorded settings, the options and the run to resume."""
-    run = run_to_resume(workspace, algorithm, run_id)
-    checkpoint = last_checkpoint(run_checkpoints(workspace, run.id))
-    if checkpoint is None:
-        raise UserError(
-            f"Run {run.id} stopped before its first checkpoint; start it again without --resume."
-        )
+    run, checkpoint = resume_point(workspace, algorithm, run_id)
     recorded = run.config
     config = workspace.config
     for name, values in recorded["settings"].items():
@@ -251,14 +165,16 @@ def optimize_policy(
     job = prepare_job(workspace, options)
     config = _run_config(job)
     export_id = (job.export.export_id if job.export else None) or _reward_export_id(workspace, job)
-    run = from_main_process(
-        lambda: start_run(workspace, options.algorithm, config, export_id, run_id=resumed_run)
-    )
-    job.workspace, job.run_id = workspace, run
-    job.checkpoints, job.resume_from = run_checkpoints(workspace, run), checkpoint
-    job.log = RunLog(workspace, run)
-    with outcome_recorded(workspace, run):
+
+    def train(run: int) -> OptimizeResult | None:
+        job.workspace, job.run_id = workspace, run
+        job.checkpoints, job.resume_from = run_checkpoints(workspace, run), checkpoint
+        job.log = RunLog(workspace, run)
         return _optimize(workspace, job, export_id)
+
+    return recorded_run(
+        workspace, options.algorithm, config, train, export_id=export_id, resumed_run=resumed_run
+    )
 
 
 def _reward_export_id(workspace: Workspace, job: PolicyJob) -> int | None:
@@ -274,9 +190,7 @@ def _reward_export_id(workspace: Workspace, job: PolicyJob) -> int | None:
 
 def _optimize(workspace: Workspace, job: PolicyJob, export_id: int | None) -> OptimizeResult | None:
     options = job.options
-    name = options.name or f"{options.algorithm}-{job.run_id}"
-    if options.name is None and is_main_process():
-        check_new_model(workspace, name)
+    name = new_model_name(workspace, options.name, options.algorithm, job.run_id)
     job.deadline = Deadline(options.time_limit)
     trained, metrics = _algorithm(options.algorithm)(job)
     if not is_main_process():
@@ -309,8 +223,4 @@ def _optimize(workspace: Workspace, job: PolicyJob, export_id: int | None) -> Op
         training_run_id=job.run_id,
         promote=options.promote,
     )
-    registered = publish_model(workspace, new, write)
-    finish_run(workspace, job.run_id, "succeeded", metrics, registered.id)
-    # A succeeded run cannot be resumed: its checkpoints are only disk space now.
-    shutil.rmtree(job.checkpoints, ignore_errors=True)
-    return OptimizeResult(name, registered.id, Path(registered.path), job.run_id, metrics)
+    return publish_trained(workspace, job.run_id, new, write)

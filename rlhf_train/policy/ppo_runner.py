@@ -10,20 +10,13 @@ from typing import Any
 from transformers import PreTrainedModel
 
 from rlhf_train.distributed import is_main_process
-from rlhf_train.policy.optimize import PolicyJob
+from rlhf_train.policy.job import PolicyJob, print_samples
 from rlhf_train.policy.ppo import PPOConfig, PPOTrainer
 from rlhf_train.reward.source import score_function
 
 
 def ppo_config(job: PolicyJob) -> PPOConfig:
     return PPOConfig.from_settings(job.config.optimize, job.config.ppo)
-
-
-def print_samples(step: int, samples: list[dict[str, Any]], limit: int = 4) -> None:
-    print(f"-- samples at step {step} --")
-    for sample in samples[:limit]:
-        response = sample["response"].replace("\n", " ")
-        print(f"[{sample['score']:+.3f}] {sample['prompt']!r} -> {response[:160]!r}")
 
 
 class _TensorBoard:

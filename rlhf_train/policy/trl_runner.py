@@ -18,7 +18,7 @@ from transformers import PreTrainedModel, Trainer, TrainerCallback
 from rlhf_train.distributed import is_main_process
 from rlhf_train.errors import UserError
 from rlhf_train.policy.deadline import DeadlineCallback
-from rlhf_train.policy.optimize import PolicyJob
+from rlhf_train.policy.job import PolicyJob, print_samples
 from rlhf_train.reward.source import score_function
 from rlhf_train.runs.record import RunProgress
 from rlhf_train.runs.trainer_args import common_trainer_args, quiet_unless
@@ -218,8 +218,6 @@ def _reward_function(job: PolicyJob):
     """TRL's reward function: the job's reward model or Python function on the prompt and
     response texts. It also writes PPO's sample tables to the run log, every
     optimize.samples_every steps and at step 1, from the main process's share."""
-    from rlhf_train.policy.ppo_runner import print_samples
-
     scorer = score_function(job.reward, job.device)
     every = job.config.optimize.samples_every
     main = is_main_process()

@@ -8,7 +8,6 @@ pairs longer than max_length, where we keep the end of the response instead.
 
 from __future__ import annotations
 
-import shutil
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -17,24 +16,23 @@ from datasets import Dataset
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from rlhf_train.config import LoraSettings, RewardSettings
-from rlhf_train.distributed import from_main_process
 from rlhf_train.errors import UserError
 from rlhf_train.export.reader import PreferenceExport, read_export
 from rlhf_train.models.loading import configure_threads, resolve_device
 from rlhf_train.models.lora import lora_config
-from rlhf_train.models.publish import NewModel, check_new_model, publish_model
+from rlhf_train.models.publish import NewModel, check_new_model
 from rlhf_train.reward.backbone import Backbone, load_sequence_classifier, resolve_backbone
-from rlhf_train.reward.evaluate import RewardReport, diagnose
+from rlhf_train.reward.evaluate import diagnose
 from rlhf_train.reward.format import RewardInputFormat, infer_style
 from rlhf_train.reward.scorer import RewardScorer
-from rlhf_train.runs.record import (
-    RunProgress,
-    finish_run,
-    outcome_recorded,
-    run_checkpoints,
-    run_to_resume,
-    start_run,
+from rlhf_train.runs.lifecycle import (
+    TrainedModel,
+    new_model_name,
+    publish_trained,
+    recorded_run,
+    resume_point,
 )
+from rlhf_train.runs.record import RunProgress, run_checkpoints
 from rlhf_train.runs.trainer_args import common_trainer_args, last_checkpoint, quiet_unless
 from rlhf_train.workspace import Workspace
 
@@ -53,14 +51,9 @@ class RewardOptions:
         return asdict(self)
 
 
-@dataclass
-class RewardResult:
-    name: str
-    model_id: int
-    path: Path
-    run_id: int
-    metrics: dict[str, Any]
-    report: RewardReport | None
+# The reward model's result is the one every trainer gives; `report` holds its
+# diagnostics on the export's test split (a RewardReport), when there is one.
+RewardResult = TrainedModel
 
 
 def _encoded(
@@ -145,28 +138,24 @@ def train_reward(
     """
     resumed_run = None
     if resume:
-        previous = run_to_resume(workspace, "reward", run_id)
+        previous, _ = resume_point(workspace, "reward", run_id)
         options = RewardOptions(**previous.config["options"])
         settings = RewardSettings(**previous.config["settings"])
         lora = LoraSettings(**previous.config.get("lora", asdict(workspace.config.lora)))
         workspace = replace(workspace, config=replace(workspace.config, reward=settings, lora=lora))
-        if not last_checkpoint(run_checkpoints(workspace, previous.id)):
-            raise UserError(
-                f"Run {previous.id} stopped before its first checkpoint; start it again without "
-                "--resume."
-            )
         resumed_run = previous.id
     configure_threads(workspace.config.runtime.threads)
     device = resolve_device(workspace.config.runtime.device)
     prepared = _prepare(workspace, options)
     config = _run_config(workspace, options, prepared)
-    run = from_main_process(
-        lambda: start_run(
-            workspace, "reward", config, prepared.export.export_id, run_id=resumed_run
-        )
+    return recorded_run(
+        workspace,
+        "reward",
+        config,
+        lambda run: _train(workspace, options, prepared, device, run, resumed_run is not None),
+        export_id=prepared.export.export_id,
+        resumed_run=resumed_run,
     )
-    with outcome_recorded(workspace, run):
-        return _train(workspace, options, prepared, device, run, resumed_run is not None)
 
 
 def _train(
@@ -180,9 +169,7 @@ def _train(
     from trl import RewardConfig, RewardTrainer
 
     settings = workspace.config.reward
-    name = options.name or f"reward-{run_id}"
-    if options.name is None:
-        check_new_model(workspace, name)
+    name = new_model_name(workspace, options.name, "reward", run_id)
     export, backbone = prepared.export, prepared.backbone
     tokenizer, input_format = prepared.tokenizer, prepared.input_format
     train_data = _encoded(prepared.train_split, tokenizer, input_format, options.use_margin)
@@ -268,8 +255,6 @@ def _train(
         parent_id=backbone.parent_id,
         training_run_id=run_id,
     )
-    registered = publish_model(workspace, new, write)
-    finish_run(workspace, run_id, "succeeded", metrics, registered.id)
-    # A succeeded run cannot be resumed: its checkpoints are only disk space now.
-    shutil.rmtree(checkpoints, ignore_errors=True)
-    return RewardResult(name, registered.id, Path(registered.path), run_id, metrics, report)
+    result = publish_trained(workspace, run_id, new, write)
+    result.report = report
+    return result

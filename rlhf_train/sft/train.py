@@ -10,7 +10,6 @@ as a child of the policy it started from: a full model, or a LoRA adapter on it.
 from __future__ import annotations
 
 import math
-import shutil
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -20,21 +19,20 @@ from datasets import Dataset
 from transformers import TrainerCallback
 
 from rlhf_train.config import LoraSettings, SftSettings
-from rlhf_train.distributed import from_main_process
 from rlhf_train.errors import UserError
 from rlhf_train.models.loading import configure_threads, load_policy, resolve_device
 from rlhf_train.models.lora import lora_config
-from rlhf_train.models.publish import NewModel, check_new_model, publish_model
+from rlhf_train.models.publish import NewModel, check_new_model
 from rlhf_train.models.source import policy_to_train
-from rlhf_train.runs.record import (
-    RunProgress,
-    finish_run,
-    outcome_recorded,
-    run_checkpoints,
-    run_to_resume,
-    start_run,
+from rlhf_train.runs.lifecycle import (
+    TrainedModel,
+    new_model_name,
+    publish_trained,
+    recorded_run,
+    resume_point,
 )
-from rlhf_train.runs.trainer_args import common_trainer_args, last_checkpoint, quiet_unless
+from rlhf_train.runs.record import RunProgress, run_checkpoints
+from rlhf_train.runs.trainer_args import common_trainer_args, quiet_unless
 from rlhf_train.sft.demonstrations import (
     CONVERSATIONAL,
     PROMPT_COMPLETION,
@@ -72,15 +70,6 @@ class SftOptions:
     @classmethod
     def from_recorded(cls, recorded: Mapping[str, Any], progress: bool = True) -> SftOptions:
         return cls(**{key: recorded.get(key) for key in _RECORDED}, progress=progress)
-
-
-@dataclass(frozen=True)
-class SftResult:
-    name: str
-    model_id: int | None  # None in the processes of a multi-process run but the main one
-    path: Path
-    run_id: int
-    metrics: dict[str, Any]
 
 
 @dataclass(frozen=True)
@@ -126,13 +115,7 @@ def _setup(
 ) -> _Setup:
     if not resume:
         return _Setup(options, workspace.config.sft, workspace.config.lora, None, None)
-    run = run_to_resume(workspace, "sft", resume_run_id)
-    checkpoint = last_checkpoint(run_checkpoints(workspace, run.id))
-    if checkpoint is None:
-        raise UserError(
-            f"SFT run {run.id} stopped before its first checkpoint, so there is nothing to "
-            "resume; start it again without --resume."
-        )
+    run, checkpoint = resume_point(workspace, "sft", resume_run_id)
     recorded = run.config
     return _Setup(
         SftOptions.from_recorded(recorded, progress=options.progress),
@@ -200,7 +183,7 @@ def train_sft(
     resume_run_id: int | None = None,
     resume: bool = False,
     callbacks: Sequence[TrainerCallback] = (),
-) -> SftResult:
+) -> TrainedModel:
     """Fine-tune a policy on demonstrations and register the result; see the module doc.
 
     With `resume`, continue run `resume_run_id` (else the newest unfinished SFT run) from
@@ -211,11 +194,13 @@ def train_sft(
     device = resolve_device(workspace.config.runtime.device)
     # Everything a user can get wrong is checked before a run is recorded.
     prepared = _prepare(workspace, _setup(workspace, options, resume, resume_run_id), device)
-    run_id = from_main_process(
-        lambda: start_run(workspace, "sft", prepared.config, run_id=prepared.setup.run_id),
+    return recorded_run(
+        workspace,
+        "sft",
+        prepared.config,
+        lambda run_id: _run(workspace, prepared, run_id, callbacks),
+        resumed_run=prepared.setup.run_id,
     )
-    with outcome_recorded(workspace, run_id):
-        return _run(workspace, prepared, run_id, callbacks)
 
 
 def _run(
@@ -223,11 +208,9 @@ def _run(
     prepared: _Prepared,
     run_id: int,
     callbacks: Sequence[TrainerCallback],
-) -> SftResult:
+) -> TrainedModel:
     options = prepared.setup.options
-    name = options.name or f"sft-{run_id}"
-    if options.name is None:
-        check_new_model(workspace, name)
+    name = new_model_name(workspace, options.name, "sft", run_id)
     trainer = _build_trainer(workspace, prepared, run_id, callbacks)
     before = trainer.evaluate()
     checkpoint = prepared.setup.checkpoint
@@ -247,24 +230,19 @@ def _run(
         "eval_examples": len(prepared.held_out),
         "resumed_from_step": int(checkpoint.name.rsplit("-", 1)[1]) if checkpoint else None,
     }
-    model_id = None
-    if trainer.is_world_process_zero():
-        lora = {"base_model": prepared.location} if options.lora else {}
-        new = NewModel(
-            name=name,
-            kind="policy",
-            metrics=metrics,
-            config=prepared.config | lora,
-            parent_id=prepared.start_id,
-            training_run_id=run_id,
-            promote=options.promote,
-        )
-        registered = publish_model(workspace, new, lambda staging: _save(trainer, staging))
-        model_id = registered.id
-        finish_run(workspace, run_id, "succeeded", metrics, model_id)
-        # A succeeded run cannot be resumed: its checkpoints are only disk space now.
-        shutil.rmtree(run_checkpoints(workspace, run_id), ignore_errors=True)
-    return SftResult(name, model_id, workspace.models_dir / name, run_id, metrics)
+    if not trainer.is_world_process_zero():
+        return TrainedModel(name, None, workspace.models_dir / name, run_id, metrics)
+    lora = {"base_model": prepared.location} if options.lora else {}
+    new = NewModel(
+        name=name,
+        kind="policy",
+        metrics=metrics,
+        config=prepared.config | lora,
+        parent_id=prepared.start_id,
+        training_run_id=run_id,
+        promote=options.promote,
+    )
+    return publish_trained(workspace, run_id, new, lambda staging: _save(trainer, staging))
 
 
 def _build_trainer(
