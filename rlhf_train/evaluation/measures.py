@@ -36,9 +36,9 @@ from rlhf_train.models.sampling import (
     PromptInput,
     encode_prompt,
     end_token_ids,
+    response_logprobs,
     sample_completions,
 )
-from rlhf_train.policy.ppo import response_logprobs
 
 ScoreFunction = Callable[[list[str], list[str]], Sequence[float]]
 

@@ -115,3 +115,13 @@ def sample_completions(
         if on_batch is not None:
             on_batch(len(batch))
     return results  # type: ignore[return-value]
+
+
+def response_logprobs(
+    logits: torch.Tensor, query_responses: torch.Tensor, prompt_length: int, temperature: float
+) -> torch.Tensor:
+    """log pi(a_t | s_t) of each response token, under logits / temperature."""
+    # Logits at position i predict token i + 1.
+    predicting = logits[:, prompt_length - 1 : -1].float() / temperature
+    tokens = query_responses[:, prompt_length:]
+    return torch.gather(torch.log_softmax(predicting, dim=-1), 2, tokens.unsqueeze(-1)).squeeze(-1)

@@ -43,7 +43,12 @@ from torch import nn
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from rlhf_train.config import OptimizeSettings, PpoSettings, setting_field
-from rlhf_train.models.sampling import PromptInput, encode_prompt, end_token_ids
+from rlhf_train.models.sampling import (
+    PromptInput,
+    encode_prompt,
+    end_token_ids,
+    response_logprobs,
+)
 from rlhf_train.runs.trainer_args import checkpoint_folders
 
 ScoreFunction = Callable[[list[str], list[str]], torch.Tensor]
@@ -359,16 +364,6 @@ class Rollout:
 def _positions(attention_mask: torch.Tensor) -> torch.Tensor:
     # With left padding the first real token is position 0, as in generate().
     return (attention_mask.cumsum(dim=-1) - 1).clamp(min=0)
-
-
-def response_logprobs(
-    logits: torch.Tensor, query_responses: torch.Tensor, prompt_length: int, temperature: float
-) -> torch.Tensor:
-    """log pi(a_t | s_t) of each response token, under logits / temperature."""
-    # Logits at position i predict token i + 1.
-    predicting = logits[:, prompt_length - 1 : -1].float() / temperature
-    tokens = query_responses[:, prompt_length:]
-    return torch.gather(F.log_softmax(predicting, dim=-1), 2, tokens.unsqueeze(-1)).squeeze(-1)
 
 
 class PPOTrainer:
