@@ -95,7 +95,8 @@ from rlhf_train.models.sampling import Decoding, PromptInput, sample_completions
 from rlhf_train.models.source import model_location, resolve_policy
 from rlhf_train.policy.optimize import OptimizeOptions, optimize_policy
 from rlhf_train.policy.prompts import load_policy_prompts
-from rlhf_train.prompts.sources import builtin_prompts, split_by_hash
+from rlhf_train.prompts.sources import builtin_prompts
+from rlhf_train.prompts.split import split_by_hash
 from rlhf_train.reward.scorer import RewardScorer
 from rlhf_train.reward.train import RewardOptions, train_reward
 from rlhf_train.rounds.import_preferences import PreferenceRow, import_preferences

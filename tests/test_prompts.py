@@ -15,8 +15,8 @@ from rlhf_train.prompts.sources import (
     builtin_prompts,
     read_prompt_file,
     review_opening,
-    split_by_hash,
 )
+from rlhf_train.prompts.split import split_by_hash
 
 
 def test_txt_one_prompt_per_line_blank_lines_ignored(tmp_path) -> None:

@@ -9,7 +9,8 @@ from db.engine import transaction
 from db.prompts import add_prompts, count_prompts
 from db.rounds import round_summaries
 from rlhf_train.models.loading import configure_threads
-from rlhf_train.prompts.sources import builtin_prompts, split_by_hash
+from rlhf_train.prompts.sources import builtin_prompts
+from rlhf_train.prompts.split import split_by_hash
 from rlhf_train.rounds.generate import generate_round, request_from_config
 from rlhf_train.workspace import Workspace
 from rlhf_train.workspace_setup import FIRST_LEAD_NAME, ensure_first_lead, init_workspace

@@ -8,7 +8,7 @@ import io
 import json
 import random
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -216,13 +216,3 @@ def builtin_prompts(name: str, n: int, words: int, seed: int) -> list[str]:
             if len(openings) == n:
                 break
     return openings
-
-
-def split_by_hash(eval_fraction: float) -> Callable[[str], str]:
-    """A function from a prompt's content hash to its split; stable across imports."""
-
-    def split_of(content_hash: str) -> str:
-        position = int(content_hash[:8], 16) / 0x1_0000_0000
-        return "eval" if position < eval_fraction else "train"
-
-    return split_of
