@@ -115,6 +115,17 @@ def test_commands_before_init_say_so(run) -> None:
     _fails_with(run("rounds", "list"), "run `rlhf init`")
 
 
+def test_rounds_next_is_the_command_and_round_next_still_works(run) -> None:
+    """`round` and `rounds` were two groups for one noun (issue 14): `rounds next` is the
+    command now, and `round next`, which scripts and earlier docs use, stays an alias."""
+    run("init")
+    for group in ("rounds", "round"):
+        _fails_with(run(group, "next"), "There is no round to retrain from")
+    assert "rounds (round)" in build_parser().format_help()
+    code, out, _ = run("round", "list")
+    assert code == 0 and "No rounds yet" in out
+
+
 def test_users_add_reads_the_password_from_stdin(run) -> None:
     run("init")
     code, out, _ = run("users", "add", "alice", "--role", "annotator", stdin="correct horse\n")

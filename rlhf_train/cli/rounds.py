@@ -1,5 +1,5 @@
-"""`rlhf generate`, `rlhf rounds list|show` and `rlhf round next`: a round is sampled from
-a policy, judged in the app, inspected, and retrained from to open the next one."""
+"""`rlhf generate` and `rlhf rounds list|show|next`: a round is sampled from a policy,
+judged in the app, inspected, and retrained from to open the next one."""
 
 from __future__ import annotations
 
@@ -62,7 +62,7 @@ def cmd_rounds_show(args: argparse.Namespace) -> int:
 
 
 def next_round_options(args: argparse.Namespace):
-    """The flags of add_next_round_flags as the loop's options (round next and simulate)."""
+    """The flags of add_next_round_flags as the loop's options (rounds next and simulate)."""
     from rlhf_train.loop.round_next import NextRoundOptions
 
     return NextRoundOptions(
@@ -80,7 +80,7 @@ def next_round_options(args: argparse.Namespace):
     )
 
 
-def cmd_round_next(args: argparse.Namespace) -> int:
+def cmd_rounds_next(args: argparse.Namespace) -> int:
     from rlhf_train.loop.round_next import queue_next_round
 
     workspace = open_workspace(args, {"runtime.device": args.device})
@@ -102,7 +102,7 @@ def _run_here(workspace, job_id: int) -> int:
 
 
 def add_next_round_flags(parser: argparse.ArgumentParser) -> None:
-    """What a lead may choose per retraining, for round next and simulate alike."""
+    """What a lead may choose per retraining, for rounds next and simulate alike."""
     parser.add_argument("--optimizer", choices=["ppo", "dpo", "rloo", "grpo"])
     parser.add_argument(
         "--cumulative",
@@ -132,7 +132,14 @@ def add_next_round_flags(parser: argparse.ArgumentParser) -> None:
 
 def add_commands(commands: Commands) -> None:
     _add_generate(commands)
-    rounds = add_group(commands, "rounds", "Inspect rounds.")
+    # `round` is the group's old name, kept as an alias: scripts and the docs of earlier
+    # versions run `rlhf round next`.
+    rounds = add_group(
+        commands,
+        "rounds",
+        "Inspect rounds, and retrain from one to open the next.",
+        aliases=["round"],
+    )
     add_command(
         rounds, "list", cmd_rounds_list, "List rounds with status and progress.", "rlhf rounds list"
     )
@@ -144,18 +151,16 @@ def add_commands(commands: Commands) -> None:
         "rlhf rounds show 1",
     )
     show.add_argument("number", type=int)
-
-    round_ = add_group(commands, "round", "Retrain from a round and open the next one.")
     next_ = add_command(
-        round_,
+        rounds,
         "next",
-        cmd_round_next,
+        cmd_rounds_next,
         "Close the newest round, export its judgments, train the reward model, optimize the "
         "policy, evaluate it, promote it if all of that succeeded, and generate the next round.",
         """
-        rlhf round next                          # here and now, with PPO
-        rlhf round next --optimizer dpo --queue  # for `rlhf worker`
-        rlhf round next --pair-strategy uncertainty --max-steps 50
+        rlhf rounds next                          # here and now, with PPO
+        rlhf rounds next --optimizer dpo --queue  # for `rlhf worker`
+        rlhf rounds next --pair-strategy uncertainty --max-steps 50
         """,
     )
     next_.add_argument("--round", type=int, help="the round to learn from (default: the newest)")

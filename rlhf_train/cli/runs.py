@@ -72,7 +72,7 @@ def cmd_runs_list(args: argparse.Namespace) -> int:
     with open_workspace(args).sessions() as session:
         runs = list_runs(session, limit=args.limit)
     if not runs:
-        print("No training runs yet; start one with `rlhf train` or `rlhf round next`.")
+        print("No training runs yet; start one with `rlhf train` or `rlhf rounds next`.")
     for run in runs:
         started = run.started_at.strftime("%Y-%m-%d %H:%M") if run.started_at else "-"
         part_of = f"  (step of run {run.parent_id})" if run.parent_id else ""

@@ -42,7 +42,7 @@ def add_commands(commands: Commands) -> None:
         cmd_simulate,
         "Run the loop unattended: simulated annotators judge each round through the app's "
         "database functions (overlap, gold, leases), preferring by a task oracle with "
-        "Bradley-Terry noise, then `round next` retrains. Prints the oracle figure, reward, "
+        "Bradley-Terry noise, then `rounds next` retrains. Prints the oracle figure, reward, "
         "KL and diversity of the policy per round.",
         """
         rlhf simulate --task positive --annotators 3 --rounds 2 --labels-per-round 256
