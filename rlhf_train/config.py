@@ -132,8 +132,8 @@ class GenerationSettings:
     )
     pair_strategy: str = setting(
         "random",
-        "how new-vs-new pairs are chosen among a prompt's samples: random, or uncertainty "
-        "(the pair the reward model is least sure about)",
+        "how new-vs-new pairs are chosen among a prompt's samples; uncertainty: the pair "
+        "the reward model is least sure about",
         Check(lambda v: v in ("random", "uncertainty"), "random or uncertainty"),
     )
 
@@ -145,7 +145,8 @@ class RoundSettings:
     overlap: int = setting(3, "judgments each pair collects from different annotators", AT_LEAST_1)
     gold_rate: float = setting(
         0.0,
-        "share of pairs shown as gold (known-answer) pairs to measure annotator accuracy",
+        "chance that an annotator's next pair is a gold pair (one with a known answer, "
+        "which measures the annotator's accuracy) instead of an ordinary one",
         BETWEEN_0_AND_1,
     )
 
@@ -176,7 +177,7 @@ class RuntimeSettings:
     )
     device: str = setting(
         "auto",
-        "auto (the first CUDA GPU when there is one, else the CPU), cpu, mps, cuda or cuda:N",
+        "where the models run; auto: the first CUDA GPU when there is one, else the CPU",
         Check(
             lambda v: v in ("auto", "cpu", "mps") or v.split(":")[0] == "cuda",
             "auto, cpu, mps, cuda or cuda:N",
@@ -301,8 +302,8 @@ class PpoSettings:
     )
     value_model: str = setting(
         "shared",
-        "shared: a value head on the policy's trunk; separate: the critic has its own copy "
-        "of the trunk (more memory)",
+        "where the critic lives; shared: a value head on the policy's trunk; separate: its "
+        "own copy of the trunk (more memory)",
         Check(lambda v: v in ("shared", "separate"), "shared or separate"),
     )
     adaptive_kl: bool = setting(
@@ -361,7 +362,7 @@ class LoopSettings:
 
     optimizer: str = setting(
         "ppo",
-        "the policy optimizer: ppo, dpo, rloo or grpo",
+        "the policy optimizer a retraining runs",
         Check(lambda v: v in ("ppo", "dpo", "rloo", "grpo"), "ppo, dpo, rloo or grpo"),
     )
     cumulative: bool = setting(
@@ -397,7 +398,8 @@ class EvaluateSettings:
     temperature: float = setting(0.9, "sampling temperature", ABOVE_0)
     judges: str = setting(
         "sentiment",
-        "comma-separated judge functions: sentiment (lexicon score), words; or empty for none",
+        "judge functions whose scores the report shows: sentiment (a lexicon score), words "
+        "(the response's length); empty for none",
         Check(
             lambda v: all(j.strip() in JUDGE_NAMES for j in v.split(",") if j.strip()),
             f'a comma-separated list of {" and ".join(JUDGE_NAMES)}, or ""',
@@ -471,13 +473,16 @@ def render_value(value: Any) -> str:
 
 def setting_help(key: str) -> str:
     """The help of a command-line flag that overrides `key`, ready for argparse (a "%" is
-    doubled): the setting's help, its default and the key, e.g. "sampling temperature
-    (default: 0.9; setting generation.temperature)". An unknown key is a programming
-    error, raised when the parser is built."""
+    doubled): the setting's help, what it must be, its default and its key, e.g.
+    "sampling temperature; ...; must be above 0 (default: 0.9; setting
+    generation.temperature)". An unknown key is a programming error, raised when the
+    parser is built."""
     item = setting_field(key)
     if item is None:
         raise KeyError(f"{key!r} is not a setting; known settings are: {', '.join(known_keys())}")
-    text = f"{item.metadata['help']} (default: {render_value(item.default)}; setting {key})"
+    check = item.metadata["check"]
+    must = f"; must be {check.must_be}" if check is not None else ""
+    text = f"{item.metadata['help']}{must} (default: {render_value(item.default)}; setting {key})"
     return text.replace("%", "%%")
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import re
 
 import pytest
@@ -119,8 +120,16 @@ def test_rlhf_init_writes_every_key_with_its_help_and_loads_back_to_the_defaults
 def test_setting_help_names_the_default_and_the_key() -> None:
     text = setting_help("generation.temperature")
     assert text.startswith(setting_field("generation.temperature").metadata["help"])
-    assert "(default: 0.9; setting generation.temperature)" in text
+    assert text.endswith("; must be above 0 (default: 0.9; setting generation.temperature)")
     assert '(default: "auto"; setting runtime.device)' in setting_help("runtime.device")
     assert "(default: true;" in setting_help("ppo.normalize_rewards")
     with pytest.raises(KeyError, match="generation.temprature"):
         setting_help("generation.temprature")
+
+
+def test_every_setting_help_is_valid_argparse_help() -> None:
+    parser = argparse.ArgumentParser()
+    for key in known_keys():
+        parser.add_argument("--" + key.replace(".", "-").replace("_", "-"), help=setting_help(key))
+    text = " ".join(parser.format_help().split())  # argparse expands "%" here
+    assert "(default: 1e-05; setting optimize.learning_rate)" in text
