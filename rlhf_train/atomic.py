@@ -132,6 +132,19 @@ def write_folder(target: Path, write: Callable[[Path], None], *, replace: bool) 
     return target
 
 
+def write_text_atomically(path: Path, text: str) -> Path:
+    """Write `text` to a file beside `path` and rename it into place: readers see the
+    old file or the whole new one, never a part."""
+    partial = path.parent / f".{path.name}.partial-{uuid.uuid4().hex[:12]}"
+    try:
+        partial.write_text(text, encoding="utf-8")
+        partial.replace(path)
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
+    return path
+
+
 def write_error(flag: str, out: Path, error: OSError) -> UserError:
     """The sentence for an operating-system error met while writing `out`."""
     cause = error.strerror or type(error).__name__

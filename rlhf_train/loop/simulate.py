@@ -21,6 +21,7 @@ from typing import Any
 from db.engine import transaction
 from db.models import Round, User
 from db.users import create_user
+from rlhf_train.atomic import write_text_atomically
 from rlhf_train.errors import UserError
 from rlhf_train.judgments.simulated import TASKS, SimulatedAnnotator, annotate
 from rlhf_train.loop.quickstart import prepare_first_round
@@ -239,8 +240,6 @@ def _write_summary(workspace: Workspace, options: SimulationOptions, records: li
         "options": asdict(options),
         "rounds": [asdict(record) for record in records],
     }
-    temporary = path.with_suffix(".tmp")
-    temporary.write_text(json.dumps(summary, indent=2, default=str), encoding="utf-8")
-    temporary.replace(path)
+    write_text_atomically(path, json.dumps(summary, indent=2, default=str))
     print(f"Summary: {path}", flush=True)
     return path

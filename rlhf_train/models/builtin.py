@@ -7,13 +7,13 @@ in the workspace's model cache; later loads read that folder.
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from rlhf_train.assets import MINILM_FOLDER, SMOLLM2_GGUF
+from rlhf_train.atomic import write_folder
+from rlhf_train.errors import UserError
 
 
 @dataclass(frozen=True)
@@ -42,17 +42,19 @@ def _smollm2_folder(cache: Path) -> Path:
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
     model.generation_config.pad_token_id = tokenizer.pad_token_id
-    cache.mkdir(parents=True, exist_ok=True)
-    # Written beside the target and renamed, so an interrupted conversion never
-    # leaves a folder that looks complete.
-    staging = Path(tempfile.mkdtemp(prefix=".smollm2-", dir=cache))
-    try:
+
+    def write(staging: Path) -> None:
         model.save_pretrained(staging)
         tokenizer.save_pretrained(staging)
-        staging.rename(target)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return target
+
+    # Written beside the target and renamed, so an interrupted conversion never leaves
+    # a folder that looks complete; one made meanwhile by another process is as good.
+    try:
+        return write_folder(target, write, replace=False)
+    except (UserError, OSError):
+        if (target / "config.json").is_file():
+            return target
+        raise
 
 
 def _minilm_folder(_cache: Path) -> Path:

@@ -7,13 +7,12 @@ when complete, so a crash or a full disk never leaves a folder that looks like a
 from __future__ import annotations
 
 import json
-import os
 import re
-import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from rlhf_train.atomic import write_folder
 from rlhf_train.errors import UserError
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
@@ -33,17 +32,11 @@ def publish_folder(target: Path, write: Callable[[Path], None], metrics: dict[st
     """Call `write(staging)`, add metrics.json, then rename staging to `target`."""
     if target.exists():
         raise UserError(f"{target} already exists; choose another --name or remove the folder.")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = target.parent / f".{target.name}.partial-{os.getpid()}"
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir()
-    try:
+
+    def write_with_metrics(staging: Path) -> None:
         write(staging)
         (staging / "metrics.json").write_text(
             json.dumps(metrics, indent=2, sort_keys=True) + "\n", encoding="utf-8"
         )
-        staging.rename(target)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    return target
+
+    return write_folder(target, write_with_metrics, replace=False)

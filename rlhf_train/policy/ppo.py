@@ -42,6 +42,7 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from rlhf_train.atomic import write_text_atomically
 from rlhf_train.config import OptimizeSettings, PpoSettings, setting_field
 from rlhf_train.models.sampling import (
     PromptInput,
@@ -637,9 +638,9 @@ class PPOTrainer:
             # whole (renamed into place); only then are older checkpoints, and any a killed
             # run left half-written, removed.
             marker = Path(folder) / "ppo_progress.json"
-            partial = marker.with_suffix(".partial")
-            partial.write_text(json.dumps({"step": self.step_count, "episodes": self.episodes}))
-            partial.replace(marker)
+            write_text_atomically(
+                marker, json.dumps({"step": self.step_count, "episodes": self.episodes})
+            )
             for _, older in checkpoint_folders(Path(folder).parent):
                 if older != Path(folder):
                     shutil.rmtree(older, ignore_errors=True)
