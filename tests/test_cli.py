@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import re
 import subprocess
 import sys
 
@@ -91,6 +92,46 @@ def test_each_group_module_holds_its_parsers_and_handlers() -> None:
             declared.add(name)
     assert declared == set(dict(_subcommands(build_parser())))
     assert "models merge" in declared
+
+
+# (command, flag, the setting it overrides): one per module that has such flags, and the
+# flags whose help used to be only the key, or nothing.
+SETTING_FLAGS = [
+    ("serve", "--port", "serve.port"),
+    ("prompts import", "--eval-fraction", "prompts.eval_fraction"),
+    ("generate", "--temperature", "generation.temperature"),
+    ("generate", "--device", "runtime.device"),
+    ("rounds next", "--max-steps", "optimize.steps"),
+    ("simulate", "--cumulative", "loop.cumulative"),
+    ("train sft", "--epochs", "sft.epochs"),
+    ("train reward", "--epochs", "reward.epochs"),
+    ("train reward", "--center-rewards", "reward.center_coefficient"),
+    ("train ppo", "--kl-coef", "optimize.kl_coef"),
+    ("train dpo", "--lora-targets", "lora.target_modules"),
+    ("evaluate policy", "--n-prompts", "evaluate.n_prompts"),
+]
+
+
+@pytest.mark.parametrize(("command", "flag", "key"), SETTING_FLAGS)
+def test_a_flag_that_overrides_a_setting_shows_the_settings_help(command, flag, key) -> None:
+    from rlhf_train.config import setting_help
+
+    parser = dict(_subcommands(build_parser()))[command]
+    action = next(a for a in parser._actions if flag in a.option_strings)
+    assert action.help == setting_help(key)
+
+
+def test_no_flag_names_a_setting_without_its_help() -> None:
+    from rlhf_train.config import known_keys, setting_help
+
+    helps = [setting_help(key) for key in known_keys()]
+    for name, parser in _subcommands(build_parser()):
+        for action in parser._actions:
+            rest = action.help or ""
+            for text in helps:
+                rest = rest.replace(text, "")
+            named = [k for k in known_keys() if re.search(rf"(?<![\w.]){re.escape(k)}\b", rest)]
+            assert not named, (name, action.option_strings, named)
 
 
 def test_installed_entry_point_lists_commands() -> None:

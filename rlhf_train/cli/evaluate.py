@@ -7,6 +7,7 @@ import argparse
 from pathlib import Path
 
 from rlhf_train.cli.common import Commands, add_command, add_group, open_workspace, quiet_if_asked
+from rlhf_train.config import setting_help
 
 
 def cmd_evaluate_reward(args: argparse.Namespace) -> int:
@@ -57,7 +58,7 @@ def add_commands(commands: Commands) -> None:
     reward.add_argument("model", help="a registered reward model or a folder")
     reward.add_argument("--data", required=True, help="an export folder")
     reward.add_argument("--out", help="report folder (default: reports/MODEL/eval-EXPORT)")
-    reward.add_argument("--device", help="auto (default), cpu, cuda or cuda:N")
+    reward.add_argument("--device", help=setting_help("runtime.device"))
     _add_evaluate_policy(evaluate)
 
 
@@ -94,7 +95,7 @@ def _add_evaluate_policy(evaluate: Commands) -> None:
         "--out", metavar="DIR", help="report folder (default: reports/policies/P[-vs-Q]-ID)"
     )
     parser.add_argument(
-        "--n-prompts", type=int, metavar="N", help="held-out prompts (evaluate.n_prompts)"
+        "--n-prompts", type=int, metavar="N", help=setting_help("evaluate.n_prompts")
     )
-    parser.add_argument("--device", help="auto (default), cpu, cuda or cuda:N")
+    parser.add_argument("--device", help=setting_help("runtime.device"))
     parser.add_argument("--no-progress", action="store_true", help="no progress output")

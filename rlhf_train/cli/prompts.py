@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from rlhf_train.cli.common import Commands, add_command, add_group, open_workspace
+from rlhf_train.config import setting_help
 
 
 def _store_prompts(args: argparse.Namespace, texts: list[str], source: str) -> int:
@@ -88,6 +89,6 @@ def add_commands(commands: Commands) -> None:
         sub.add_argument(
             "--eval-fraction",
             type=float,
-            help="share held out for evaluation, chosen by content hash (default 0.1)",
+            help=setting_help("prompts.eval_fraction"),
         )
     add_command(prompts, "count", cmd_prompts_count, "Count stored prompts.", "rlhf prompts count")

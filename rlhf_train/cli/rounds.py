@@ -7,6 +7,7 @@ import argparse
 import signal
 
 from rlhf_train.cli.common import Commands, add_command, add_group, finite_float, open_workspace
+from rlhf_train.config import setting_help
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
@@ -108,15 +109,15 @@ def add_next_round_flags(parser: argparse.ArgumentParser) -> None:
         "--cumulative",
         action=argparse.BooleanOptionalAction,
         default=None,
-        help="export every round up to it, or only it (default: loop.cumulative)",
+        help=setting_help("loop.cumulative"),
     )
     parser.add_argument(
         "--pair-strategy",
         choices=["random", "uncertainty"],
-        help="how the next round's new-vs-new pairs are chosen (generation.pair_strategy)",
+        help="for the next round: " + setting_help("generation.pair_strategy"),
     )
     parser.add_argument("--lora", action="store_true", help="optimize a LoRA adapter ([lora])")
-    parser.add_argument("--max-steps", type=int, help="optimizer steps (optimize.steps)")
+    parser.add_argument("--max-steps", type=int, help=setting_help("optimize.steps"))
     parser.add_argument(
         "--time-limit",
         type=finite_float,
@@ -124,9 +125,9 @@ def add_next_round_flags(parser: argparse.ArgumentParser) -> None:
         help="stop the optimizer after the step that passes this budget, keeping its result",
     )
     parser.add_argument("--reward-max-steps", type=int, help="reward model training steps")
-    parser.add_argument("--next-prompts", type=int, help="prompts in the next round")
+    parser.add_argument("--next-prompts", type=int, help=setting_help("loop.next_prompts"))
     parser.add_argument("--notes", help="a note kept with the run")
-    parser.add_argument("--device", help="auto (default), cpu, cuda or cuda:N")
+    parser.add_argument("--device", help=setting_help("runtime.device"))
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
@@ -192,27 +193,27 @@ def _add_generate(commands: Commands) -> None:
     generate.add_argument(
         "--previous-policy", help="also sample this policy and pair it against --policy"
     )
-    generate.add_argument("--n-prompts", type=int, help="prompts in the round (default 32)")
-    generate.add_argument(
-        "--samples-per-prompt", type=int, help="samples per prompt, K (default 2)"
-    )
-    generate.add_argument(
-        "--previous-fraction", type=float, help="share of new-vs-previous prompts"
-    )
-    generate.add_argument("--batch-size", type=int, help="sequences per generate call")
-    generate.add_argument("--max-new-tokens", type=int)
-    generate.add_argument("--temperature", type=float)
-    generate.add_argument("--top-p", type=float)
-    generate.add_argument("--seed", type=int)
+    generate.add_argument("--n-prompts", type=int, help=setting_help("generation.n_prompts"))
+    for flag, kind in (
+        ("--samples-per-prompt", int),
+        ("--previous-fraction", float),
+        ("--batch-size", int),
+        ("--max-new-tokens", int),
+        ("--temperature", float),
+        ("--top-p", float),
+        ("--seed", int),
+    ):
+        key = "generation." + flag.removeprefix("--").replace("-", "_")
+        generate.add_argument(flag, type=kind, help=setting_help(key))
     generate.add_argument(
         "--pair-strategy",
         choices=["random", "uncertainty"],
-        help="new-vs-new pairs: random, or the samples whose rewards are closest (uncertainty)",
+        help=setting_help("generation.pair_strategy"),
     )
     generate.add_argument(
         "--reward",
         help="reward model for --pair-strategy uncertainty: registered name, folder or "
         "module:function (default: the newest reward model)",
     )
-    generate.add_argument("--device", help="auto (default), cpu, cuda or cuda:N")
+    generate.add_argument("--device", help=setting_help("runtime.device"))
     generate.add_argument("--no-progress", action="store_true", help="no progress bar")

@@ -13,6 +13,7 @@ from rlhf_train.cli.common import (
     open_workspace,
     quiet_if_asked,
 )
+from rlhf_train.config import setting_help
 from rlhf_train.errors import UserError
 
 
@@ -181,30 +182,38 @@ def _add_run_flags(parser: argparse.ArgumentParser) -> None:
         metavar="RUN",
         help="continue run RUN (default: the newest unfinished one) from its last checkpoint",
     )
-    parser.add_argument("--device", help="auto (default), cpu, cuda or cuda:N")
+    parser.add_argument("--device", help=setting_help("runtime.device"))
     parser.add_argument("--no-progress", action="store_true", help="no progress output")
 
 
 def _add_training_flags(parser: argparse.ArgumentParser, section: str) -> None:
     parser.add_argument("--name", help=f"name of the new model (default: {section}-RUN)")
     parser.add_argument("--lora", action="store_true", help="train a LoRA adapter ([lora])")
-    parser.add_argument("--lora-rank", type=int, help="LoRA rank (default lora.rank)")
-    parser.add_argument(
-        "--lora-targets",
-        help="LoRA target modules: names, all-linear or auto (lora.target_modules)",
-    )
-    parser.add_argument("--epochs", type=float, help=f"passes over the data ({section}.epochs)")
-    parser.add_argument("--learning-rate", type=float, help=f"({section}.learning_rate)")
-    parser.add_argument("--batch-size", type=int, help=f"per device ({section}.batch_size)")
-    parser.add_argument("--max-length", type=int, help=f"tokens per example ({section}.max_length)")
-    parser.add_argument("--seed", type=int, help=f"({section}.seed)")
-    parser.add_argument(
-        "--checkpoint-every",
-        type=int,
-        help=f"steps between checkpoints ({section}.checkpoint_every)",
-    )
+    _add_lora_flags(parser)
+    for flag, kind in (
+        ("--epochs", float),
+        ("--learning-rate", float),
+        ("--batch-size", int),
+        ("--max-length", int),
+        ("--seed", int),
+        ("--checkpoint-every", int),
+    ):
+        key = f"{section}." + flag.removeprefix("--").replace("-", "_")
+        parser.add_argument(flag, type=kind, help=setting_help(key))
     parser.add_argument("--max-steps", type=int, help="stop after this many optimizer steps")
     _add_run_flags(parser)
+
+
+def _add_lora_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--lora-rank", type=int, help=setting_help("lora.rank"))
+    parser.add_argument("--lora-targets", help=setting_help("lora.target_modules"))
+
+
+def _add_optimize_flags(parser: argparse.ArgumentParser, *flags: tuple[str, type]) -> None:
+    """Flags named after the [optimize] setting they override (--kl-coef: optimize.kl_coef)."""
+    for flag, kind in flags:
+        key = "optimize." + flag.removeprefix("--").replace("-", "_")
+        parser.add_argument(flag, type=kind, help=setting_help(key))
 
 
 def add_commands(commands: Commands) -> None:
@@ -257,7 +266,7 @@ def add_commands(commands: Commands) -> None:
         "--center-rewards",
         type=float,
         metavar="COEF",
-        help="weight of the penalty that keeps rewards near 0 (reward.center_coefficient)",
+        help=setting_help("reward.center_coefficient"),
     )
     _add_training_flags(reward, "reward")
 
@@ -319,42 +328,33 @@ def _add_policy_commands(train_commands: Commands) -> None:
             parser.add_argument(
                 "--chat", action="store_true", help="wrap file prompts in the chat template"
             )
-            parser.add_argument("--max-new-tokens", type=int, help="(optimize.max_new_tokens)")
-            parser.add_argument("--temperature", type=float, help="(optimize.temperature)")
-            parser.add_argument(
-                "--samples-every",
-                type=int,
-                help="steps between sample tables (optimize.samples_every)",
+            _add_optimize_flags(
+                parser,
+                ("--max-new-tokens", int),
+                ("--temperature", float),
+                ("--samples-every", int),
             )
         parser.add_argument("--name", help=f"name of the new policy (default: {algorithm}-RUN)")
         parser.add_argument("--lora", action="store_true", help="train a LoRA adapter ([lora])")
         parser.add_argument(
             "--save-adapter", action="store_true", help="with --lora: keep the adapter unmerged"
         )
-        parser.add_argument("--lora-rank", type=int, help="LoRA rank (lora.rank)")
-        parser.add_argument("--lora-targets", help="LoRA target modules (lora.target_modules)")
+        _add_lora_flags(parser)
         parser.add_argument("--promote", action="store_true", help="make it the current policy")
-        parser.add_argument("--max-steps", type=int, help="steps to run (optimize.steps)")
+        parser.add_argument("--max-steps", type=int, help=setting_help("optimize.steps"))
         parser.add_argument(
             "--time-limit",
             type=finite_float,
             metavar="MINUTES",
             help="stop after the step that passes this wall-clock budget, keeping the result",
         )
-        parser.add_argument("--learning-rate", type=float, help="(optimize.learning_rate)")
-        parser.add_argument(
-            "--batch-size",
-            type=int,
-            help="prompts (DPO: pairs) per step and process (optimize.batch_size)",
-        )
-        parser.add_argument(
-            "--kl-coef", type=float, help="KL coefficient; DPO's beta (optimize.kl_coef)"
-        )
-        parser.add_argument("--seed", type=int, help="(optimize.seed)")
-        parser.add_argument(
-            "--checkpoint-every",
-            type=int,
-            help="steps between checkpoints (optimize.checkpoint_every)",
+        _add_optimize_flags(
+            parser,
+            ("--learning-rate", float),
+            ("--batch-size", int),
+            ("--kl-coef", float),
+            ("--seed", int),
+            ("--checkpoint-every", int),
         )
         parser.add_argument(
             "--report-to",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from rlhf_train.cli.common import Commands, add_command, open_workspace
+from rlhf_train.config import setting_help
 
 
 def cmd_init(args: argparse.Namespace) -> int:
@@ -74,7 +75,7 @@ def add_commands(commands: Commands) -> None:
         rlhf up --no-serve            # prepare everything, then exit
         """,
     )
-    up.add_argument("--port", type=int, help="port for the app (default 8501)")
+    up.add_argument("--port", type=int, help=setting_help("serve.port"))
     up.add_argument("--no-serve", action="store_true", help="stop after preparing the round")
     up.add_argument("--no-progress", action="store_true", help="no progress bars")
     _add_no_worker(up)
@@ -89,8 +90,8 @@ def add_commands(commands: Commands) -> None:
         rlhf serve --port 8600 --address 0.0.0.0
         """,
     )
-    serve.add_argument("--port", type=int, help="port (default 8501)")
-    serve.add_argument("--address", help="address to listen on (default localhost)")
+    serve.add_argument("--port", type=int, help=setting_help("serve.port"))
+    serve.add_argument("--address", help=setting_help("serve.address"))
     _add_no_worker(serve)
 
 
