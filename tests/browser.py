@@ -13,6 +13,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+import pytest
+
 from rlhf_train.loop.serve import streamlit_command
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -53,6 +55,43 @@ _METRIC_IS = """
     && metric !== null && metric.innerText.trim() === String(n);
 }
 """
+
+
+def require_chromium() -> None:
+    """Skip the calling test module when Chromium is missing; under CI, fail instead:
+    there it is installed, and a skipped browser suite would pass unseen."""
+    if CHROMIUM.exists():
+        return
+    reason = f"browser tests need Chromium at {CHROMIUM} (apt-get install chromium)"
+    if os.environ.get("CI"):
+        pytest.fail(reason, pytrace=False)
+    pytest.skip(reason, allow_module_level=True)
+
+
+def poll(condition, timeout: float = 20.0) -> None:
+    """Wait until `condition()` is true, failing the test after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.05)
+
+
+def login_cookie(page, name: str = "prefloop_login") -> dict | None:
+    """The browser's login cookie, as Playwright reports it, or None."""
+    found = [cookie for cookie in page.context.cookies() if cookie["name"] == name]
+    return found[0] if found else None
+
+
+def wait_for_cookie(page, present: bool) -> dict | None:
+    poll(lambda: (login_cookie(page) is not None) == present)
+    return login_cookie(page)
+
+
+def shows_login_form(page) -> None:
+    page.get_by_role("button", name="Log in").wait_for()
+    wait_idle(page)  # the sidebar of the run before goes once this run is over
+    assert page.get_by_text("Logged in as").count() == 0
+    assert_no_app_exception(page)
 
 
 def free_port() -> int:

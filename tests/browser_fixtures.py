@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import itertools
 import sqlite3
-import time
 from collections.abc import Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass
@@ -25,14 +24,6 @@ from tests.browser import CHROMIUM, CHROMIUM_ARGS, PASSWORD, VIEWPORT, streamlit
 from tests.helpers import round_request, store_prompts
 
 N_PAIRS = 10
-
-
-def poll(condition, timeout: float = 20.0) -> None:
-    """Wait until `condition()` is true, failing the test after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.05)
 
 
 @pytest.fixture(scope="module")

@@ -8,13 +8,19 @@ one. Every test opens fresh browser contexts.
 
 from __future__ import annotations
 
-import os
 import time
 
 import pytest
+from sqlalchemy import func, select
 
+from annotate_app.login_cookie import COOKIE as LOGIN_COOKIE
+from db.engine import transaction
+from db.judgments import next_pair, record_judgment
+from db.login_tokens import LOGIN_LASTS
+from db.models import Judgment, LoginToken, Pair, Round, User
+from db.users import create_user, reset_password
+from rlhf_train.rounds.generate import generate_round
 from tests.browser import (
-    CHROMIUM,
     DOCS,
     PASSWORD,
     VIEWPORT,
@@ -23,30 +29,21 @@ from tests.browser import (
     go,
     log_in,
     nothing_left,
+    poll,
+    require_chromium,
     screenshot,
+    shows_login_form,
     submit_login,
+    wait_for_cookie,
     wait_for_judgments_today,
     wait_for_pair,
     wait_idle,
     wait_selected,
 )
+from tests.browser_fixtures import N_PAIRS, set_texts, stored_judgments
+from tests.helpers import round_request, store_prompts
 
-if not CHROMIUM.exists():
-    _reason = f"browser tests need Chromium at {CHROMIUM} (apt-get install chromium)"
-    if os.environ.get("CI"):
-        pytest.fail(_reason, pytrace=False)
-    pytest.skip(_reason, allow_module_level=True)
-
-from sqlalchemy import func, select  # noqa: E402
-
-from db.engine import transaction  # noqa: E402
-from db.judgments import next_pair, record_judgment  # noqa: E402
-from db.login_tokens import LOGIN_LASTS  # noqa: E402
-from db.models import Judgment, LoginToken, Pair, Round, User  # noqa: E402
-from db.users import create_user, reset_password  # noqa: E402
-from rlhf_train.rounds.generate import generate_round  # noqa: E402
-from tests.browser_fixtures import N_PAIRS, poll, set_texts, stored_judgments  # noqa: E402
-from tests.helpers import round_request, store_prompts  # noqa: E402
+require_chromium()
 
 HOSTILE = (
     "<script>window.__pwned=1</script>\n"
@@ -103,31 +100,12 @@ def test_login_refuses_wrong_passwords_and_locks_after_five(app_db, new_page) ->
 
 # --- staying logged in -------------------------------------------------------------------
 
-COOKIE = "prefloop_login"
-
-
-def _login_cookie(page) -> dict | None:
-    found = [cookie for cookie in page.context.cookies() if cookie["name"] == COOKIE]
-    return found[0] if found else None
-
-
-def _wait_for_cookie(page, present: bool) -> dict | None:
-    poll(lambda: (_login_cookie(page) is not None) == present)
-    return _login_cookie(page)
-
-
-def _shows_login_form(page) -> None:
-    page.get_by_role("button", name="Log in").wait_for()
-    wait_idle(page)  # the sidebar of the run before goes once this run is over
-    assert page.get_by_text("Logged in as").count() == 0
-    assert_no_app_exception(page)
-
 
 def _open_with_cookie(browser, base_url: str, token: str):
     """A page in a browser that was never logged in, but carries `token` as its cookie."""
     context = browser.new_context(viewport=VIEWPORT)
     context.set_default_timeout(20_000)
-    context.add_cookies([{"name": COOKIE, "value": token, "url": base_url}])
+    context.add_cookies([{"name": LOGIN_COOKIE, "value": token, "url": base_url}])
     return context.new_page()
 
 
@@ -137,7 +115,7 @@ def test_a_reload_and_a_second_tab_stay_logged_in_until_logout(app_db, new_page,
     page = new_page()
     log_in(page, base, "ann")
     first = wait_for_pair(page)
-    cookie = _wait_for_cookie(page, present=True)
+    cookie = wait_for_cookie(page, present=True)
     # The cookie is a random token, not the name or the password, and lasts as long as
     # the login does.
     assert cookie["sameSite"] == "Strict" and cookie["path"] == "/"
@@ -158,17 +136,17 @@ def test_a_reload_and_a_second_tab_stay_logged_in_until_logout(app_db, new_page,
     # Logging out removes the cookie and ends the token itself: the other tab is logged
     # out at its next reload, and a copy of the old cookie logs nobody in.
     page.get_by_role("button", name="Log out").click()
-    _shows_login_form(page)
-    _wait_for_cookie(page, present=False)
+    shows_login_form(page)
+    wait_for_cookie(page, present=False)
     page.reload()
-    _shows_login_form(page)
+    shows_login_form(page)
     tab.reload()
-    _shows_login_form(tab)
+    shows_login_form(tab)
     copied = _open_with_cookie(browser, base, cookie["value"])
     try:
         go(copied, base)
-        _shows_login_form(copied)
-        _wait_for_cookie(copied, present=False)  # the dead cookie is removed, too
+        shows_login_form(copied)
+        wait_for_cookie(copied, present=False)  # the dead cookie is removed, too
     finally:
         copied.context.close()
 
@@ -179,7 +157,7 @@ def test_a_password_reset_logs_the_user_out_of_open_pages(app_db, new_page) -> N
     page = new_page()
     log_in(page, base, "ann")
     wait_for_pair(page)
-    _wait_for_cookie(page, present=True)
+    wait_for_cookie(page, present=True)
     with transaction(app_db.sessions) as session:
         reset_password(session, user_id, "a-new-password-456")
         live = session.scalar(
@@ -188,9 +166,9 @@ def test_a_password_reset_logs_the_user_out_of_open_pages(app_db, new_page) -> N
         assert live == 0
     # The open page's next action finds the login ended; a reload asks for the password.
     page.get_by_role("button", name="Left is better").click()
-    _shows_login_form(page)
+    shows_login_form(page)
     page.reload()
-    _shows_login_form(page)
+    shows_login_form(page)
     log_in(page, base, "ann", password="a-new-password-456")
     wait_for_pair(page)
 
@@ -199,8 +177,8 @@ def test_a_cookie_that_is_no_login_shows_the_login_form(app_db, browser) -> None
     page = _open_with_cookie(browser, app_db.base_url, "not-a-token")
     try:
         go(page, app_db.base_url)
-        _shows_login_form(page)
-        _wait_for_cookie(page, present=False)
+        shows_login_form(page)
+        wait_for_cookie(page, present=False)
     finally:
         page.context.close()
 

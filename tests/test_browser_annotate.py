@@ -10,30 +10,26 @@ from __future__ import annotations
 
 import time
 
-import pytest
+from sqlalchemy import func, select
 
+from annotate_app.login_cookie import COOKIE as LOGIN_COOKIE
+from db.engine import transaction
+from db.judgments import next_pair
+from db.models import Judgment, Pair, PairLease
 from tests.browser import (
-    CHROMIUM,
     VIEWPORT,
     assert_no_app_exception,
     log_in,
     nothing_left,
+    require_chromium,
     wait_for_judgments_today,
     wait_for_pair,
     wait_idle,
     wait_selected,
 )
+from tests.browser_fixtures import stored_judgments
 
-if not CHROMIUM.exists():
-    pytest.skip(f"browser tests need Chromium at {CHROMIUM}", allow_module_level=True)
-
-from sqlalchemy import func, select  # noqa: E402
-
-from annotate_app.login_cookie import COOKIE as LOGIN_COOKIE  # noqa: E402
-from db.engine import transaction  # noqa: E402
-from db.judgments import next_pair  # noqa: E402
-from db.models import Judgment, Pair, PairLease  # noqa: E402
-from tests.browser_fixtures import stored_judgments  # noqa: E402
+require_chromium()
 
 # Keys typed, and the side and strength they mean: the last choice counts, with the
 # strength typed before Enter.
@@ -45,7 +41,7 @@ SEQUENCES = [
 GAPS_MS = (0, 50, 100)
 
 
-def _wait_for_login_cookie(page) -> None:
+def _wait_forlogin_cookie(page) -> None:
     """A reload stays logged in once the login cookie is set, a moment after the login."""
     deadline = time.monotonic() + 20
     while not any(cookie["name"] == LOGIN_COOKIE for cookie in page.context.cookies()):
@@ -154,7 +150,7 @@ def test_reload_second_tab_and_undo_show_the_same_side(app_db, new_page) -> None
     page = new_page()
     log_in(page, app_db.base_url, "ann")
     first = wait_for_pair(page)
-    _wait_for_login_cookie(page)
+    _wait_forlogin_cookie(page)
     # Five reloads and a second tab: a side drawn per showing would differ with
     # probability 1 - 2**-6.
     for _ in range(5):
@@ -197,7 +193,7 @@ def test_a_lead_lands_on_rounds_and_leases_nothing_until_annotating(app_db, new_
     page.get_by_role("heading", name="Rounds").wait_for()
     wait_idle(page)
     assert page.get_by_role("heading", name="Annotate").count() == 0
-    _wait_for_login_cookie(page)
+    _wait_forlogin_cookie(page)
     page.reload()
     page.get_by_role("heading", name="Rounds").wait_for()
     wait_idle(page)

@@ -14,28 +14,25 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+from sqlalchemy import select
 
+from annotate_app.plain import WORD_JOINER
+from db.engine import transaction
+from db.judgments import record_judgment
+from db.models import Model, Pair, Round, User, utcnow
+from db.users import create_user
+from rlhf_train.workspace import Workspace
+from rlhf_train.workspace_setup import init_workspace
 from tests.browser import (
-    CHROMIUM,
     PASSWORD,
     assert_no_app_exception,
     log_in,
+    require_chromium,
     wait_idle,
 )
+from tests.browser_fixtures import AppDb
 
-if not CHROMIUM.exists():
-    pytest.skip(f"browser tests need Chromium at {CHROMIUM}", allow_module_level=True)
-
-from sqlalchemy import select  # noqa: E402
-
-from annotate_app.plain import WORD_JOINER  # noqa: E402
-from db.engine import transaction  # noqa: E402
-from db.judgments import record_judgment  # noqa: E402
-from db.models import Model, Pair, Round, User, utcnow  # noqa: E402
-from db.users import create_user  # noqa: E402
-from rlhf_train.workspace import Workspace  # noqa: E402
-from rlhf_train.workspace_setup import init_workspace  # noqa: E402
-from tests.browser_fixtures import AppDb  # noqa: E402
+require_chromium()
 
 OUTAGE_SENTENCE = "The database is not answering; retrying"
 

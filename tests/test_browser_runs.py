@@ -10,23 +10,23 @@ import json
 import time
 from pathlib import Path
 
-import pytest
+from sqlalchemy import select
 
-from tests.browser import CHROMIUM, assert_no_app_exception, go, log_in, wait_idle
-
-if not CHROMIUM.exists():
-    pytest.skip(f"browser tests need Chromium at {CHROMIUM}", allow_module_level=True)
-
-from sqlalchemy import select  # noqa: E402
-
-from db.engine import transaction  # noqa: E402
-from db.evaluations import add_evaluation  # noqa: E402
-from db.judgments import record_judgment  # noqa: E402
-from db.models import Model, Pair, Round, TrainingRun, utcnow  # noqa: E402
-from tests.browser_fixtures import (
-    AppDb,  # noqa: E402
-    poll,  # noqa: E402
+from db.engine import transaction
+from db.evaluations import add_evaluation
+from db.judgments import record_judgment
+from db.models import Model, Pair, Round, TrainingRun, utcnow
+from tests.browser import (
+    assert_no_app_exception,
+    go,
+    log_in,
+    poll,
+    require_chromium,
+    wait_idle,
 )
+from tests.browser_fixtures import AppDb
+
+require_chromium()
 
 HOSTILE_LOG = "<b>x</b>\n<script>window.__pwned=1</script>\n"
 

@@ -13,6 +13,8 @@ import ast
 from collections import defaultdict
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 # The loop's order: a package may import packages of its own level or lower.
 LEVELS = {
@@ -100,21 +102,25 @@ def test_stages_import_only_earlier_stages() -> None:
     assert not backwards, "imports against the loop's order:\n" + "\n".join(backwards)
 
 
-def test_the_stage_graph_has_no_cycle() -> None:
-    graph = _stage_graph()
+def _assert_acyclic(edges: dict[str, set[str]]) -> None:
+    """Depth-first search; a node met again on its own path closes a cycle."""
     done: set[str] = set()
 
-    def visit(stage: str, path: list[str]) -> None:
-        if stage in path:
-            raise AssertionError("cycle: " + " -> ".join([*path[path.index(stage) :], stage]))
-        if stage in done:
+    def visit(node: str, path: list[str]) -> None:
+        if node in path:
+            raise AssertionError("cycle: " + " -> ".join([*path[path.index(node) :], node]))
+        if node in done:
             return
-        for target in graph.get(stage, {}):
-            visit(target, [*path, stage])
-        done.add(stage)
+        for target in sorted(edges.get(node, ())):
+            visit(target, [*path, node])
+        done.add(node)
 
-    for stage in LEVELS:
-        visit(stage, [])
+    for node in sorted(edges):
+        visit(node, [])
+
+
+def test_the_stage_graph_has_no_cycle() -> None:
+    _assert_acyclic({stage: set(targets) for stage, targets in _stage_graph().items()})
 
 
 def test_no_cycle_between_modules_of_a_stage() -> None:
@@ -123,23 +129,12 @@ def test_no_cycle_between_modules_of_a_stage() -> None:
     for path in _sources("rlhf_train"):
         name = ".".join(path.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__")
         modules[name] = {n for n in _imports(path) if n.startswith("rlhf_train.")}
-    edges = {
-        name: {target for target in imported if target in modules and target != name}
-        for name, imported in modules.items()
-    }
-    done: set[str] = set()
-
-    def visit(name: str, path: list[str]) -> None:
-        if name in path:
-            raise AssertionError("cycle: " + " -> ".join([*path[path.index(name) :], name]))
-        if name in done:
-            return
-        for target in sorted(edges[name]):
-            visit(target, [*path, name])
-        done.add(name)
-
-    for name in sorted(modules):
-        visit(name, [])
+    _assert_acyclic(
+        {
+            name: {target for target in imported if target in modules and target != name}
+            for name, imported in modules.items()
+        }
+    )
 
 
 def test_db_knows_no_torch_transformers_or_rlhf_train() -> None:
@@ -163,3 +158,5 @@ def test_the_checks_see_a_forbidden_import(tmp_path: Path) -> None:
     )
     assert {"torch.nn", "rlhf_train.cli", "rlhf_train.cli.main"} <= _imports(sample)
     assert _stage("rlhf_train.cli.main") == "cli" and _stage("rlhf_train.errors") == "kernel"
+    with pytest.raises(AssertionError, match="cycle: a -> b -> a"):
+        _assert_acyclic({"a": {"b"}, "b": {"a"}})
