@@ -317,33 +317,15 @@ def record_judgment(
 
 
 def submit_judgment(
-    sessions: sessionmaker[Session],
-    annotator_id: int,
-    pair_id: int,
-    *,
-    choice: str,
-    left_sample: str,
-    strength: int | None = None,
-    rationale: str = "",
-    flags: dict[str, Any] | None = None,
-    ms_spent: int = 0,
+    sessions: sessionmaker[Session], annotator_id: int, pair_id: int, **judgment: Any
 ) -> None:
-    """What the annotate page calls: record_judgment in a transaction of its own. On
-    PairUnavailable that transaction rolls back, lease and all, so the lease is ended in a
-    second one before the refusal goes on to the caller."""
+    """What the annotate page calls: record_judgment (same keywords: choice, left_sample,
+    strength, rationale, flags, ms_spent) in a transaction of its own. On PairUnavailable
+    that transaction rolls back, lease and all, so the lease is ended in a second one
+    before the refusal goes on to the caller."""
     try:
         with transaction(sessions) as session:
-            record_judgment(
-                session,
-                annotator_id,
-                pair_id,
-                choice=choice,
-                left_sample=left_sample,
-                strength=strength,
-                rationale=rationale,
-                flags=flags,
-                ms_spent=ms_spent,
-            )
+            record_judgment(session, annotator_id, pair_id, **judgment)
     except PairUnavailable:
         with transaction(sessions) as session:
             release_lease(session, annotator_id, pair_id)
