@@ -116,26 +116,33 @@ def test_init_is_idempotent(workspace) -> None:
     assert report.revision_before == report.revision_after == head_revision()
 
 
+# Two annotators and one pair of two samples, in the columns revision 0001 made (raw SQL:
+# the models in db/models.py describe the newest schema, not the one being upgraded).
+_ONE_PAIR_OF_REVISION_0001 = (
+    "INSERT INTO users (id, name, role, password_hash, active, failed_logins, created_at) "
+    "VALUES (1, 'a', 'annotator', 'x', true, 0, '2026-01-01'), "
+    "(2, 'b', 'annotator', 'x', true, 0, '2026-01-01')",
+    "INSERT INTO models (id, kind, name, path, config, metrics, created_at) "
+    "VALUES (1, 'policy', 'p', '/p', '{}', '{}', '2026-01-01')",
+    "INSERT INTO rounds (id, number, status, overlap, gold_rate, guidelines, created_at) "
+    "VALUES (1, 1, 'open', 3, 0, '', '2026-01-01')",
+    "INSERT INTO prompts (id, text, source, content_hash, split, chat, created_at) "
+    "VALUES (1, 'q', 't', 'h', 'train', false, '2026-01-01')",
+    "INSERT INTO samples (id, prompt_id, policy_id, round_id, text, decoding, seed, "
+    "token_count, finished, created_at) VALUES "
+    "(1, 1, 1, 1, 'x', '{}', 0, 1, true, '2026-01-01'), "
+    "(2, 1, 1, 1, 'y', '{}', 0, 1, true, '2026-01-01')",
+    "INSERT INTO pairs (id, round_id, prompt_id, sample_a_id, sample_b_id, strategy, "
+    "created_at) VALUES (1, 1, 1, 1, 2, 'random', '2026-01-01')",
+)
+
+
 def test_judgment_counts_are_backfilled(db_url: str) -> None:
     """Judgments stored before revision 0002 count toward their pairs once it runs."""
     engine = make_engine(db_url)
     upgrade(engine, "0001")
     statements = [
-        "INSERT INTO users (id, name, role, password_hash, active, failed_logins, created_at) "
-        "VALUES (1, 'a', 'annotator', 'x', true, 0, '2026-01-01'), "
-        "(2, 'b', 'annotator', 'x', true, 0, '2026-01-01')",
-        "INSERT INTO models (id, kind, name, path, config, metrics, created_at) "
-        "VALUES (1, 'policy', 'p', '/p', '{}', '{}', '2026-01-01')",
-        "INSERT INTO rounds (id, number, status, overlap, gold_rate, guidelines, created_at) "
-        "VALUES (1, 1, 'open', 3, 0, '', '2026-01-01')",
-        "INSERT INTO prompts (id, text, source, content_hash, split, chat, created_at) "
-        "VALUES (1, 'q', 't', 'h', 'train', false, '2026-01-01')",
-        "INSERT INTO samples (id, prompt_id, policy_id, round_id, text, decoding, seed, "
-        "token_count, finished, created_at) VALUES "
-        "(1, 1, 1, 1, 'x', '{}', 0, 1, true, '2026-01-01'), "
-        "(2, 1, 1, 1, 'y', '{}', 0, 1, true, '2026-01-01')",
-        "INSERT INTO pairs (id, round_id, prompt_id, sample_a_id, sample_b_id, strategy, "
-        "created_at) VALUES (1, 1, 1, 1, 2, 'random', '2026-01-01')",
+        *_ONE_PAIR_OF_REVISION_0001,
         "INSERT INTO judgments (pair_id, annotator_id, choice, rationale, flags, left_sample, "
         "ms_spent, created_at) VALUES (1, 1, 'A', '', '{}', 'A', 0, '2026-01-01'), "
         "(1, 2, 'skip', '', '{}', 'A', 0, '2026-01-01')",
@@ -156,21 +163,7 @@ def test_existing_leases_get_a_side(db_url: str) -> None:
     engine = make_engine(db_url)
     upgrade(engine, "0004")
     statements = [
-        "INSERT INTO users (id, name, role, password_hash, active, failed_logins, created_at) "
-        "VALUES (1, 'a', 'annotator', 'x', true, 0, '2026-01-01'), "
-        "(2, 'b', 'annotator', 'x', true, 0, '2026-01-01')",
-        "INSERT INTO models (id, kind, name, path, config, metrics, created_at) "
-        "VALUES (1, 'policy', 'p', '/p', '{}', '{}', '2026-01-01')",
-        "INSERT INTO rounds (id, number, status, overlap, gold_rate, guidelines, created_at) "
-        "VALUES (1, 1, 'open', 3, 0, '', '2026-01-01')",
-        "INSERT INTO prompts (id, text, source, content_hash, split, chat, created_at) "
-        "VALUES (1, 'q', 't', 'h', 'train', false, '2026-01-01')",
-        "INSERT INTO samples (id, prompt_id, policy_id, round_id, text, decoding, seed, "
-        "token_count, finished, created_at) VALUES "
-        "(1, 1, 1, 1, 'x', '{}', 0, 1, true, '2026-01-01'), "
-        "(2, 1, 1, 1, 'y', '{}', 0, 1, true, '2026-01-01')",
-        "INSERT INTO pairs (id, round_id, prompt_id, sample_a_id, sample_b_id, strategy, "
-        "created_at) VALUES (1, 1, 1, 1, 2, 'random', '2026-01-01')",
+        *_ONE_PAIR_OF_REVISION_0001,
         "INSERT INTO pair_leases (id, pair_id, annotator_id, expires_at) VALUES "
         "(1, 1, 1, '2026-01-01'), (2, 1, 2, '2026-01-01')",
     ]
