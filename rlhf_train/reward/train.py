@@ -33,7 +33,7 @@ from rlhf_train.runs.lifecycle import (
     resume_point,
 )
 from rlhf_train.runs.record import RunProgress, run_checkpoints
-from rlhf_train.runs.trainer_args import common_trainer_args, last_checkpoint, quiet_unless
+from rlhf_train.runs.trainer_args import last_checkpoint, quiet_unless, section_trainer_args
 from rlhf_train.workspace import Workspace
 
 
@@ -176,14 +176,10 @@ def _train(
 
     checkpoints = run_checkpoints(workspace, run_id)
     args = RewardConfig(
-        **common_trainer_args(
+        **section_trainer_args(
+            settings,
             output_dir=checkpoints,
             device=device,
-            epochs=settings.epochs,
-            learning_rate=settings.learning_rate,
-            batch_size=settings.batch_size,
-            seed=settings.seed,
-            checkpoint_every=settings.checkpoint_every,
             max_steps=options.max_steps,
             progress=options.progress,
         ),

@@ -14,6 +14,24 @@ from typing import Any
 import torch
 
 
+def section_trainer_args(
+    section: Any, *, output_dir: Path, device: str, max_steps: int | None, progress: bool
+) -> dict[str, Any]:
+    """common_trainer_args with the hyperparameters a settings section holds ([sft] and
+    [reward] both have epochs, learning_rate, batch_size, seed and checkpoint_every)."""
+    return common_trainer_args(
+        output_dir=output_dir,
+        device=device,
+        epochs=section.epochs,
+        learning_rate=section.learning_rate,
+        batch_size=section.batch_size,
+        seed=section.seed,
+        checkpoint_every=section.checkpoint_every,
+        max_steps=max_steps,
+        progress=progress,
+    )
+
+
 def common_trainer_args(
     *,
     output_dir: Path,

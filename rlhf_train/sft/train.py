@@ -32,7 +32,7 @@ from rlhf_train.runs.lifecycle import (
     resume_point,
 )
 from rlhf_train.runs.record import RunProgress, run_checkpoints
-from rlhf_train.runs.trainer_args import common_trainer_args, quiet_unless
+from rlhf_train.runs.trainer_args import quiet_unless, section_trainer_args
 from rlhf_train.sft.demonstrations import (
     CONVERSATIONAL,
     PROMPT_COMPLETION,
@@ -255,14 +255,10 @@ def _build_trainer(
 
     sft, options = prepared.setup.sft, prepared.setup.options
     args = SFTConfig(
-        **common_trainer_args(
+        **section_trainer_args(
+            sft,
             output_dir=run_checkpoints(workspace, run_id),
             device=prepared.device,
-            epochs=sft.epochs,
-            learning_rate=sft.learning_rate,
-            batch_size=sft.batch_size,
-            seed=sft.seed,
-            checkpoint_every=sft.checkpoint_every,
             max_steps=options.max_steps,
             progress=options.progress,
         ),
