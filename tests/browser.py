@@ -87,6 +87,13 @@ def wait_for_cookie(page, present: bool) -> dict | None:
     return login_cookie(page)
 
 
+def log_in_and_keep(page, base_url: str, name: str) -> tuple[Shown, dict]:
+    """Log `name` in, wait for the first pair and for the login cookie; both returned."""
+    log_in(page, base_url, name)
+    first = wait_for_pair(page)
+    return first, wait_for_cookie(page, present=True)
+
+
 def shows_login_form(page) -> None:
     page.get_by_role("button", name="Log in").wait_for()
     wait_idle(page)  # the sidebar of the run before goes once this run is over

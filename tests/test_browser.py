@@ -28,6 +28,7 @@ from tests.browser import (
     assert_no_app_exception,
     go,
     log_in,
+    log_in_and_keep,
     nothing_left,
     poll,
     require_chromium,
@@ -113,9 +114,7 @@ def test_a_reload_and_a_second_tab_stay_logged_in_until_logout(app_db, new_page,
     app_db.add_user("ann")
     base = app_db.base_url
     page = new_page()
-    log_in(page, base, "ann")
-    first = wait_for_pair(page)
-    cookie = wait_for_cookie(page, present=True)
+    first, cookie = log_in_and_keep(page, base, "ann")
     # The cookie is a random token, not the name or the password, and lasts as long as
     # the login does.
     assert cookie["sameSite"] == "Strict" and cookie["path"] == "/"

@@ -16,6 +16,7 @@ from tests.browser import (
     assert_no_app_exception,
     go,
     log_in,
+    log_in_and_keep,
     login_cookie,
     poll,
     require_chromium,
@@ -37,9 +38,7 @@ def test_the_login_cookie_is_httponly_and_only_the_server_sets_it(app_db, new_pa
     app_db.add_user("ann")
     base = app_db.base_url
     page = new_page()
-    log_in(page, base, "ann")
-    first = wait_for_pair(page)
-    cookie = wait_for_cookie(page, present=True)
+    first, cookie = log_in_and_keep(page, base, "ann")
     assert cookie["httpOnly"] is True
     assert cookie["sameSite"] == "Strict" and cookie["path"] == "/"
     assert cookie["secure"] is False  # plain http here; see the https test below
