@@ -4,7 +4,7 @@ Each scenario runs in a fresh workspace (its own subprocess, so memory and threa
 its own): round 1 is generated from the packaged SmolLM2-135M-Instruct on the packaged
 IMDB prompts, then for each of `--rounds` rounds 3 simulated annotators make
 `--labels-per-round` judgments through the app's database functions (preferring by the
-VADER lexicon with Bradley-Terry noise), and `round next` retrains: export, MiniLM reward
+VADER lexicon with Bradley-Terry noise), and `rounds next` retrains: export, MiniLM reward
 model, PPO, evaluation on 64 held-out prompts, promotion, next round.
 
 Per round the table gives the oracle figure of the current policy (the share of

@@ -358,7 +358,7 @@ class GroupSettings:
 
 @dataclass(frozen=True)
 class LoopSettings:
-    """`rlhf round next` and the app's "Start retraining"."""
+    """`rlhf rounds next` and the app's "Start retraining"."""
 
     optimizer: str = setting(
         "ppo",

@@ -1,4 +1,4 @@
-"""`rlhf round next` and `rlhf worker` on tiny models: the judgments of round 1 become a
+"""`rlhf rounds next` and `rlhf worker` on tiny models: the judgments of round 1 become a
 promoted policy and an open round 2; a failure promotes nothing and a retry resumes.
 Real generation, exports, reward training, PPO and evaluation; no mocks."""
 

@@ -1,4 +1,4 @@
-"""`rlhf round next`: the judgments of a round become the policy that writes the next one.
+"""`rlhf rounds next`: the judgments of a round become the policy that writes the next one.
 
 A retraining job is a training run of kind "round". Its steps, in order:
 

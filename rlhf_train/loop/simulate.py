@@ -1,7 +1,7 @@
 """`rlhf simulate`: the whole loop, unattended, with simulated annotators.
 
 Rounds of: simulated annotators judge the open round (through the app's database
-functions), then `round next` retrains from it (the same job a lead starts), whose
+functions), then `rounds next` retrains from it (the same job a lead starts), whose
 evaluation measures the new policy with the task's judge. So a lead can rehearse a
 project, and we can measure the loop: per round, the judge's figure of the current
 policy, its reward, its KL to the starting policy, and its diversity.
