@@ -71,7 +71,6 @@ import argparse
 import datetime as dt
 import gc
 import hashlib
-import platform
 import random
 import sqlite3
 import tempfile
@@ -79,12 +78,11 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from common import CpuClock, cpu_clock, run_benchmark
+from common import CpuClock, cpu_clock, machine, run_benchmark
 from sqlalchemy import Connection, Engine, Table, create_engine, inspect, text
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -702,25 +700,6 @@ def run_figures(run: Run) -> dict[str, object]:
     return {f"{run.prefix}_{name}": value for name, value in figures.items()}
 
 
-def machine() -> dict[str, object]:
-    cpu = platform.processor() or "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8").splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "cpu": cpu,
-        "cores": os.cpu_count(),
-        "sqlite": sqlite3.sqlite_version,
-        **{name: version(name) for name in ("sqlalchemy", "psycopg", "numpy")},
-    }
-
-
 CHECKS = ("errors", "reshown", "lost", "unexpected", "duplicated", "over_overlap", "count_mismatch")
 
 
@@ -915,7 +894,7 @@ def benchmark(root: Path, args: argparse.Namespace) -> dict[str, Any]:
         "sqlite_single_disturbed": figures["sqlite_single_other_load_cores"] > DISTURBED_CORES,
         "all_checks_pass": all(run.checks.get(name, 0) == 0 for run in runs for name in CHECKS)
         and not any(tally.errors for run in runs for tally in run.tallies),
-        "machine": machine(),
+        "machine": machine(("sqlalchemy", "psycopg", "numpy"), sqlite=sqlite3.sqlite_version),
         "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
     }
     print_report(runs, figures)

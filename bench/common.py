@@ -12,6 +12,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from importlib.metadata import version
 from pathlib import Path
 
 from rlhf_train.errors import UserError
@@ -33,6 +34,19 @@ def cpu_model() -> str:
     except OSError:
         pass
     return platform.processor() or "unknown"
+
+
+def machine(packages: tuple[str, ...], **extra: object) -> dict[str, object]:
+    """What a result was measured on: platform, Python, CPU, cores, the versions of
+    `packages` (distribution names) and `extra` figures (device, threads...)."""
+    return {
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "cpu": cpu_model(),
+        "cores": os.cpu_count(),
+        **{name: version(name) for name in packages},
+        **extra,
+    }
 
 
 @dataclass(frozen=True)

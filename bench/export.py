@@ -43,20 +43,18 @@ import argparse
 import datetime as dt
 import hashlib
 import multiprocessing
-import platform
 import resource
 import tempfile
 import time
 from collections import Counter, defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass
-from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
 import datasets
 import numpy as np
-from common import run_benchmark
+from common import machine, run_benchmark
 from sqlalchemy import Connection, Table, func, select
 
 from db.models import Base, Judgment, Pair, Round
@@ -454,24 +452,6 @@ def in_child(variant: str, root: Path, out: Path) -> dict[str, float]:
 # ---- report ----------------------------------------------------------------------------
 
 
-def machine() -> dict[str, object]:
-    cpu = platform.processor() or "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8").splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "cpu": cpu,
-        "cores": os.cpu_count(),
-        **{name: version(name) for name in ("torch", "datasets", "sqlalchemy", "numpy")},
-    }
-
-
 def summarize(
     full: Shape, subset: Shape, builds: tuple[float, float], runs: dict[str, dict[str, float]]
 ) -> dict[str, object]:
@@ -507,7 +487,7 @@ def summarize(
         "target_peak_mib": TARGET_PEAK_MIB,
         "meets_time_target": whole["seconds"] < TARGET_SECONDS,
         "meets_memory_target": whole["peak_mib"] < TARGET_PEAK_MIB,
-        "machine": machine(),
+        "machine": machine(("torch", "datasets", "sqlalchemy", "numpy")),
         "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
     }
 

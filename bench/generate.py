@@ -37,7 +37,6 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import argparse
 import datetime as dt
 import gc
-import platform
 import statistics
 import time
 from collections.abc import Iterator
@@ -47,8 +46,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import transformers
-from common import cpu_clock, cpu_model, other_cores, run_benchmark
+from common import cpu_clock, machine, other_cores, run_benchmark
 from sqlalchemy import func, select
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
@@ -327,19 +325,6 @@ def median_samples_per_s(runs: list[Run]) -> float:
     return statistics.median(run.samples_per_s for run in runs)
 
 
-def machine(device: str, threads: int) -> dict[str, object]:
-    return {
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "cpu": cpu_model(),
-        "cores": os.cpu_count(),
-        "threads": threads,
-        "torch": torch.__version__,
-        "transformers": transformers.__version__,
-        "device": device,
-    }
-
-
 TableRow = tuple[str, int, float, float, float, float]
 
 
@@ -408,7 +393,9 @@ def summarize(
         "target_ratio": TARGET_RATIO,
         "meets_target": ratio >= TARGET_RATIO,
         "disturbed": max(ours.other_cores, bare.other_cores) > DISTURBED_CORES,
-        "machine": machine(resolve_device(args.device), threads),
+        "machine": machine(
+            ("torch", "transformers"), threads=threads, device=resolve_device(args.device)
+        ),
         "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
     }
 

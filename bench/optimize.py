@@ -68,7 +68,6 @@ import datetime as dt
 import gc
 import json
 import math
-import platform
 import random
 import resource
 import statistics
@@ -80,9 +79,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import transformers
-import trl
-from common import CpuClock, cpu_clock, cpu_model, other_cores, run_benchmark, write_json
+from common import CpuClock, cpu_clock, machine, other_cores, run_benchmark, write_json
 
 from db.engine import transaction
 from db.prompts import add_prompts
@@ -771,19 +768,9 @@ def verdict(rows: dict[str, dict[str, Any]], budget: float) -> str:
     return text
 
 
-def machine(device: str, threads: int) -> dict[str, object]:
-    return {
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "cpu": cpu_model(),
-        "cores": os.cpu_count(),
-        "threads": threads,
-        "torch": torch.__version__,
-        "transformers": transformers.__version__,
-        "trl": trl.__version__,
-        "device": device,
-        "gpu": torch.cuda.get_device_name() if device.startswith("cuda") else None,
-    }
+def gpu_machine(device: str, threads: int) -> dict[str, object]:
+    gpu = torch.cuda.get_device_name() if device.startswith("cuda") else None
+    return machine(("torch", "transformers", "trl"), threads=threads, device=device, gpu=gpu)
 
 
 def _cell(value: Any, spec: str) -> str:
@@ -914,7 +901,7 @@ def flat_figures(
         "other_load_cores_max": round(overall, 2),
         "disturbed_methods": disturbed,
         "total_minutes": round(setup["total_s"] / 60, 1),
-        "machine": machine(resolve_device(args.device), setup["threads"]),
+        "machine": gpu_machine(resolve_device(args.device), setup["threads"]),
         "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
     }
     return figures

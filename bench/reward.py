@@ -74,7 +74,6 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import argparse
 import datetime as dt
-import platform
 import random
 import time
 from collections.abc import Iterator
@@ -85,9 +84,7 @@ from typing import Any
 
 import datasets
 import torch
-import transformers
-import trl
-from common import cpu_clock, cpu_model, other_cores, run_benchmark
+from common import cpu_clock, machine, other_cores, run_benchmark
 
 import rlhf_train.reward.train as reward_module
 from db.engine import transaction
@@ -415,21 +412,6 @@ def run(
 # ---- report ----------------------------------------------------------------------------
 
 
-def machine(device: str, threads: int) -> dict[str, object]:
-    return {
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "cpu": cpu_model(),
-        "cores": os.cpu_count(),
-        "threads": threads,
-        "torch": torch.__version__,
-        "transformers": transformers.__version__,
-        "trl": trl.__version__,
-        "datasets": datasets.__version__,
-        "device": device,
-    }
-
-
 def task(settings: Settings) -> str:
     where = "closing" if settings.snippet_from == "end" else "opening (after the prompt)"
     low, high = settings.snippet_words
@@ -488,7 +470,9 @@ def summarize(settings: Settings, setup_s: float, timed: Run, device: str) -> di
         "train_other_load_cores": round(timed.other_cores_train, 2),
         "disturbed": max(timed.other_cores_total, timed.other_cores_train) > DISTURBED_CORES,
         "note": f"Ours: {accuracy:.1%} test pairwise accuracy. {SEED_MODELS_NOTE}",
-        "machine": machine(device, timed.threads),
+        "machine": machine(
+            ("torch", "transformers", "trl", "datasets"), threads=timed.threads, device=device
+        ),
         "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
     }
 
