@@ -5,10 +5,11 @@ types and switches several groups take."""
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
 from collections.abc import Callable
 from textwrap import dedent
-from typing import Any
+from typing import Any, TypeVar
 
 Handler = Callable[[argparse.Namespace], int]
 Commands = argparse._SubParsersAction
@@ -68,3 +69,21 @@ def quiet_if_asked(args: argparse.Namespace) -> None:
 
         hf_logging.disable_progress_bar()
         disable_progress_bars()
+
+
+OptionsT = TypeVar("OptionsT")
+
+
+def options_from(cls: type[OptionsT], args: argparse.Namespace, **given: Any) -> OptionsT:
+    """The options dataclass `cls` filled from the flags of the same names; `given` holds
+    the fields whose flag has another name or form. `progress` is `not --no-progress`, and
+    a field without a flag keeps its default."""
+    values: dict[str, Any] = {}
+    for field in dataclasses.fields(cls):  # type: ignore[arg-type]
+        if field.name in given:
+            values[field.name] = given[field.name]
+        elif field.name == "progress" and hasattr(args, "no_progress"):
+            values["progress"] = not args.no_progress
+        elif hasattr(args, field.name):
+            values[field.name] = getattr(args, field.name)
+    return cls(**values)

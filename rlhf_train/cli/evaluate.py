@@ -6,7 +6,14 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from rlhf_train.cli.common import Commands, add_command, add_group, open_workspace, quiet_if_asked
+from rlhf_train.cli.common import (
+    Commands,
+    add_command,
+    add_group,
+    open_workspace,
+    options_from,
+    quiet_if_asked,
+)
 from rlhf_train.config import setting_help
 
 
@@ -28,14 +35,11 @@ def cmd_evaluate_policy(args: argparse.Namespace) -> int:
 
     quiet_if_asked(args)
     overrides = {"runtime.device": args.device, "evaluate.n_prompts": args.n_prompts}
-    options = PolicyEvaluationOptions(
-        policy=args.policy,
-        against=args.against,
-        reference=args.reference,
-        reward=args.reward,
+    options = options_from(
+        PolicyEvaluationOptions,
+        args,
         round_number=args.round,
         out=Path(args.out).resolve() if args.out else None,
-        progress=not args.no_progress,
     )
     report = evaluate_policy_report(open_workspace(args, overrides), options)
     print("\n".join(summary_lines(report.metrics)))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import signal
 
-from rlhf_train.cli.common import Commands, add_command, finite_float, open_workspace
+from rlhf_train.cli.common import Commands, add_command, finite_float, open_workspace, options_from
 from rlhf_train.cli.rounds import add_next_round_flags, next_round_options
 
 
@@ -16,17 +16,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     workspace = open_workspace(args, {"runtime.device": args.device})
     configure_threads(workspace.config.runtime.threads)
     signal.signal(signal.SIGTERM, signal.default_int_handler)
-    options = SimulationOptions(
-        task=args.task,
-        annotators=args.annotators,
-        rounds=args.rounds,
-        labels_per_round=args.labels_per_round,
-        noise=args.noise,
-        position_bias=args.position_bias,
-        seed=args.seed,
-        round_options=next_round_options(args),
-        progress=not args.no_progress,
-    )
+    options = options_from(SimulationOptions, args, round_options=next_round_options(args))
     records = simulate(workspace, options)
     key, meaning = TASK_FIGURES[args.task]
     first, last = records[0].figure, records[-1].figure

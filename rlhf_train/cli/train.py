@@ -11,6 +11,7 @@ from rlhf_train.cli.common import (
     add_group,
     finite_float,
     open_workspace,
+    options_from,
     quiet_if_asked,
 )
 from rlhf_train.config import setting_help
@@ -54,15 +55,7 @@ def cmd_train_reward(args: argparse.Namespace) -> int:
     if not resume and not args.data:
         raise UserError("Pass --data EXPORT_FOLDER (made by `rlhf export`), or --resume.")
     workspace = open_workspace(args, _settings_overrides(args, "reward"))
-    options = RewardOptions(
-        data=args.data or "",
-        backbone=args.backbone,
-        name=args.name,
-        lora=args.lora,
-        use_margin=args.use_margin,
-        max_steps=args.max_steps,
-        progress=not args.no_progress,
-    )
+    options = options_from(RewardOptions, args, data=args.data or "")
     result = train_reward(workspace, options, resume=resume, run_id=run_id)
     if result is None:
         return 0  # another process of `accelerate launch` reports
@@ -81,16 +74,7 @@ def cmd_train_sft(args: argparse.Namespace) -> int:
     quiet_if_asked(args)
     resume, run_id = _resume_target(args)
     workspace = open_workspace(args, _settings_overrides(args, "sft"))
-    options = SftOptions(
-        data=args.data,
-        builtin=args.builtin,
-        policy=args.policy,
-        name=args.name,
-        lora=args.lora,
-        promote=args.promote,
-        max_steps=args.max_steps,
-        progress=not args.no_progress,
-    )
+    options = options_from(SftOptions, args)
     result = train_sft(workspace, options, resume_run_id=run_id, resume=resume)
     if result.model_id is None:
         return 0  # another process of `accelerate launch` reports
@@ -131,22 +115,7 @@ def cmd_train_policy(args: argparse.Namespace) -> int:
         "runtime.device": args.device,
     }
     workspace = open_workspace(args, overrides)
-    options = OptimizeOptions(
-        algorithm=args.algorithm,
-        policy=args.policy,
-        reward=getattr(args, "reward", None),
-        data=getattr(args, "data", None),
-        prompts=getattr(args, "prompts", None),
-        chat=getattr(args, "chat", False),
-        name=args.name,
-        lora=args.lora,
-        save_adapter=args.save_adapter,
-        promote=args.promote,
-        max_steps=args.max_steps,
-        time_limit=args.time_limit,
-        report_to=args.report_to,
-        progress=not args.no_progress,
-    )
+    options = options_from(OptimizeOptions, args)
     result = optimize_policy(workspace, options, resume=resume, run_id=run_id)
     if result is None:
         return 0  # another process of `accelerate launch` reports
