@@ -137,20 +137,25 @@ _ONE_PAIR_OF_REVISION_0001 = (
 )
 
 
+def _upgrade_from(engine, revision: str, *rows: str) -> None:
+    """Migrate to `revision`, store one pair's rows and then `rows`, migrate to head."""
+    upgrade(engine, revision)
+    with engine.begin() as connection:
+        for statement in (*_ONE_PAIR_OF_REVISION_0001, *rows):
+            connection.exec_driver_sql(statement)
+    upgrade(engine)
+
+
 def test_judgment_counts_are_backfilled(db_url: str) -> None:
     """Judgments stored before revision 0002 count toward their pairs once it runs."""
     engine = make_engine(db_url)
-    upgrade(engine, "0001")
-    statements = [
-        *_ONE_PAIR_OF_REVISION_0001,
+    _upgrade_from(
+        engine,
+        "0001",
         "INSERT INTO judgments (pair_id, annotator_id, choice, rationale, flags, left_sample, "
         "ms_spent, created_at) VALUES (1, 1, 'A', '', '{}', 'A', 0, '2026-01-01'), "
         "(1, 2, 'skip', '', '{}', 'A', 0, '2026-01-01')",
-    ]
-    with engine.begin() as connection:
-        for statement in statements:
-            connection.exec_driver_sql(statement)
-    upgrade(engine)
+    )
     with engine.connect() as connection:
         count = connection.exec_driver_sql("SELECT judgment_count FROM pairs").scalar()
     assert count == 1  # the skip does not count
@@ -161,16 +166,12 @@ def test_existing_leases_get_a_side(db_url: str) -> None:
     """Leases made before revision 0005 keep working: each gets a side (A or B), both sides
     are used, and the new login_failures table starts empty."""
     engine = make_engine(db_url)
-    upgrade(engine, "0004")
-    statements = [
-        *_ONE_PAIR_OF_REVISION_0001,
+    _upgrade_from(
+        engine,
+        "0004",
         "INSERT INTO pair_leases (id, pair_id, annotator_id, expires_at) VALUES "
         "(1, 1, 1, '2026-01-01'), (2, 1, 2, '2026-01-01')",
-    ]
-    with engine.begin() as connection:
-        for statement in statements:
-            connection.exec_driver_sql(statement)
-    upgrade(engine)
+    )
     with engine.connect() as connection:
         sides = connection.exec_driver_sql("SELECT left_sample FROM pair_leases ORDER BY id")
         assert sorted(side for (side,) in sides) == ["A", "B"]
