@@ -266,15 +266,16 @@ def _cli(workspace: Workspace, *args: str) -> int:
     return main(["--workspace", str(workspace.root), *args])
 
 
+def _train_cli(workspace: Workspace, data: str, backbone: str, *args: str) -> int:
+    """`rlhf train reward --data DATA --backbone BACKBONE ARGS...`"""
+    return _cli(workspace, "train", "reward", "--data", data, "--backbone", backbone, *args)
+
+
 def test_cli_trains_and_evaluates(sqlite_trainable, backbone, tmp_path, capsys) -> None:
     export = make_export(sqlite_trainable, tmp_path / "export")
-    code = _cli(
+    code = _train_cli(
         sqlite_trainable,
-        "train",
-        "reward",
-        "--data",
         str(export),
-        "--backbone",
         str(backbone),
         "--name",
         "rm",
@@ -315,13 +316,9 @@ def test_bad_input_is_one_sentence_and_writes_nothing(
         from db.registry import register_model
 
         register_model(session, name="taken", kind="reward", path=str(backbone))
-    code = _cli(
+    code = _train_cli(
         sqlite_trainable,
-        "train",
-        "reward",
-        "--data",
         make_data(tmp_path),
-        "--backbone",
         str(backbone),
         "--name",
         "taken",
@@ -340,13 +337,9 @@ def _nothing_written(workspace: Workspace) -> None:
 
 def test_backbone_that_cannot_be_found_offline(sqlite_trainable, tmp_path, capsys) -> None:
     export = make_export(sqlite_trainable, tmp_path / "export")
-    code = _cli(
+    code = _train_cli(
         sqlite_trainable,
-        "train",
-        "reward",
-        "--data",
         str(export),
-        "--backbone",
         "nobody/no-such-model",
     )
     err = capsys.readouterr().err
@@ -356,13 +349,9 @@ def test_backbone_that_cannot_be_found_offline(sqlite_trainable, tmp_path, capsy
 
 def test_lora_target_the_architecture_lacks(sqlite_trainable, backbone, tmp_path, capsys) -> None:
     export = make_export(sqlite_trainable, tmp_path / "export")
-    code = _cli(
+    code = _train_cli(
         sqlite_trainable,
-        "train",
-        "reward",
-        "--data",
         str(export),
-        "--backbone",
         str(backbone),
         "--lora",
         "--lora-targets",
