@@ -20,7 +20,7 @@ from db.engine import make_engine, session_factory, transaction
 from db.models import Judgment, Pair, Prompt, Sample, User
 from db.users import create_user
 from rlhf_train.rounds.generate import generate_round
-from tests.browser import CHROMIUM, CHROMIUM_ARGS, PASSWORD, VIEWPORT, streamlit_server
+from tests.browser import CHROMIUM, CHROMIUM_ARGS, PASSWORD, VIEWPORT, log_in, streamlit_server
 from tests.helpers import round_request, store_prompts
 
 N_PAIRS = 10
@@ -98,6 +98,13 @@ class AppDb:
     def add_user(self, name: str, role: str = "annotator") -> int:
         with transaction(self.sessions) as session:
             return create_user(session, name, role, PASSWORD).id
+
+    def logged_in(self, new_page, name: str, role: str = "annotator") -> tuple[int, Page]:
+        """A new user `name` and a fresh page logged in as them: (user id, page)."""
+        user_id = self.add_user(name, role)
+        page = new_page()
+        log_in(page, self.base_url, name)
+        return user_id, page
 
 
 def _copy_database(source: Path, target: Path) -> None:

@@ -151,10 +151,8 @@ def test_a_reload_and_a_second_tab_stay_logged_in_until_logout(app_db, new_page,
 
 
 def test_a_password_reset_logs_the_user_out_of_open_pages(app_db, new_page) -> None:
-    user_id = app_db.add_user("ann")
+    user_id, page = app_db.logged_in(new_page, "ann")
     base = app_db.base_url
-    page = new_page()
-    log_in(page, base, "ann")
     wait_for_pair(page)
     wait_for_cookie(page, present=True)
     with transaction(app_db.sessions) as session:
@@ -232,10 +230,7 @@ def _flag_and_explain(page, flags: tuple[str, ...], rationale: str) -> None:
 
 
 def test_ten_judgments_by_keyboard_and_clicks_store_the_side_shown(app_db, new_page) -> None:
-    user_id = app_db.add_user("ann")
-    base = app_db.base_url
-    page = new_page()
-    log_in(page, base, "ann")
+    user_id, page = app_db.logged_in(new_page, "ann")
     page.get_by_text(f"Round 1: 0 of {N_PAIRS * 3} judgments").wait_for()
     seen: list[Shown] = []
     for done, (side, keyboard, strength) in enumerate(JUDGING_PLAN):
@@ -281,10 +276,7 @@ def test_ten_judgments_by_keyboard_and_clicks_store_the_side_shown(app_db, new_p
 
 
 def test_flags_and_rationale_do_not_carry_over_to_the_next_pair(app_db, new_page) -> None:
-    user_id = app_db.add_user("ann")
-    base = app_db.base_url
-    page = new_page()
-    log_in(page, base, "ann")
+    user_id, page = app_db.logged_in(new_page, "ann")
     first = wait_for_pair(page)
     _choose(page, "left", False, None)
     _flag_and_explain(page, ("Unsafe",), "Unsafe advice.")
@@ -303,10 +295,7 @@ def test_flags_and_rationale_do_not_carry_over_to_the_next_pair(app_db, new_page
 
 
 def test_undo_removes_the_judgment_and_shows_the_pair_again(app_db, new_page) -> None:
-    user_id = app_db.add_user("ann")
-    base = app_db.base_url
-    page = new_page()
-    log_in(page, base, "ann")
+    user_id, page = app_db.logged_in(new_page, "ann")
     before = wait_for_pair(page)
     page.keyboard.press("2")
     wait_selected(page, "choice_right")
