@@ -99,3 +99,89 @@ def render_card(manifest: dict[str, Any]) -> str:
     lines += ["", "## Options", ""]
     lines += [f"- `{name}`: {value}" for name, value in sorted(options.items())]
     return "\n".join(lines) + "\n"
+
+
+RAW_COUNT_LABELS = {
+    "judgments": "judgments (one row each)",
+    "choice_A": "choice A",
+    "choice_B": "choice B",
+    "choice_tie": "choice tie",
+    "choice_both_bad": "choice both bad",
+    "choice_skip": "skips",
+    "pairs_judged": "pairs judged",
+    "prompts": "prompts",
+    "annotators": "annotators",
+    "gold_judgments": "judgments on gold pairs",
+    "rows_train": "rows in train",
+}
+
+
+def render_raw_card(manifest: dict[str, Any]) -> str:
+    """The card of `rlhf export --raw`: what each column holds and what the pseudonyms are."""
+    options = manifest["options"]
+    text = (
+        "a list of messages ({role, content}; the prompt as one user message, each "
+        "response as one assistant message)"
+        if options["conversational"]
+        else "plain text"
+    )
+    lines = [
+        "# Raw votes",
+        "",
+        f"Exported by prefloop from `{manifest['database']}`, rounds "
+        f"{', '.join(map(str, manifest['rounds']))}. Content hash `{manifest['content_hash']}`.",
+        "",
+        "One row per judgment, nothing aggregated or filtered: skips, ties, both-bad votes and "
+        "the votes on gold pairs are rows like the others. There is one split, `train`, with "
+        "every row; it is not split by prompt.",
+        "",
+        "## Loading",
+        "",
+        "```python",
+        "from datasets import load_from_disk, load_dataset",
+        'votes = load_from_disk("hf")["train"]  # if exported with --format hf',
+        'votes = load_dataset("json", data_files="data/train.jsonl")["train"]',
+        "```",
+        "",
+        "## Columns",
+        "",
+        "- `pair_id`, `round`, `strategy`: the pair judged, its round, and how its two "
+        "responses were chosen (new_vs_previous, arena, random, ...).",
+        f"- `prompt`, `response_a`, `response_b`: the prompt and the pair's two responses, as "
+        f"{text}.",
+        "- `policy_a`, `policy_b`: the policy that wrote each response.",
+        "- `annotator`: a pseudonym (see below).",
+        "- `choice`: A, B, tie, both_bad or skip, always in terms of `response_a`/`response_b`, "
+        "whichever side each was shown on.",
+        "- `strength`: 1 slightly, 2 clearly, 3 much better; null where not given.",
+        "- `flags`: the flags the annotator raised (unsafe, broken, off_topic), possibly none.",
+        "- `left_sample`: which response (A or B) was shown on the left.",
+        "- `ms_spent`: milliseconds the annotator spent on the pair.",
+        "- `time`: when the judgment was last submitted, ISO 8601 in UTC.",
+        "- `gold_choice`: the known answer of a gold (attention-check) pair, null otherwise.",
+        "",
+        "## Pseudonyms",
+        "",
+        "An annotator is `annotator-` and the first 12 hex digits of sha256(salt + the "
+        "annotator's id), with a salt drawn at random for this export and stored nowhere. "
+        "The pseudonym is stable within this export only: the same annotator has another "
+        "pseudonym in every other export, and not even the database can map it back. (Two "
+        "exports of the same rounds still hold the same votes, so matching rows by pair and "
+        "time would match their pseudonyms too; share one export per audience.) Written "
+        "rationales are left out, since free text can name its author.",
+        "",
+        "Because of the salt, two raw exports of the same database differ in the "
+        "`annotator` column and in the content hash.",
+        "",
+        "## Counts",
+        "",
+        "| count | value |",
+        "|---|---:|",
+    ]
+    lines += [
+        f"| {RAW_COUNT_LABELS.get(key, key)} | {value} |"
+        for key, value in manifest["counts"].items()
+    ]
+    lines += ["", "## Models", "", "| policy | responses |", "|---|---:|"]
+    lines += [f"| {name} | {count} |" for name, count in manifest["models"].items()]
+    return "\n".join(lines) + "\n"

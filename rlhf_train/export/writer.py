@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -31,11 +32,11 @@ EXPORTED_COLUMNS = (
     "rejected_model",
     "pair_id",
 )
-_MESSAGE = pa.struct([("role", pa.string()), ("content", pa.string())])
+MESSAGE = pa.struct([("role", pa.string()), ("content", pa.string())])
 
 
 def _schema(conversational: bool) -> pa.Schema:
-    text = pa.list_(_MESSAGE) if conversational else pa.string()
+    text = pa.list_(MESSAGE) if conversational else pa.string()
     return pa.schema(
         [
             ("prompt", text),
@@ -52,7 +53,8 @@ def _schema(conversational: bool) -> pa.Schema:
     )
 
 
-def _as_messages(texts: list[str], role: str) -> list[list[dict[str, str]]]:
+def as_messages(texts: list[str], role: str) -> list[list[dict[str, str]]]:
+    """Each text as a one-message conversation of `role` (the --conversational form)."""
     return [[{"role": role, "content": text}] for text in texts]
 
 
@@ -64,9 +66,9 @@ def arrow_tables(splits: dict[str, dict[str, list]], conversational: bool) -> di
 def _table(columns: dict[str, list], conversational: bool) -> pa.Table:
     data = {name: columns[name] for name in EXPORTED_COLUMNS}
     if conversational:
-        data["prompt"] = _as_messages(data["prompt"], "user")
-        data["chosen"] = _as_messages(data["chosen"], "assistant")
-        data["rejected"] = _as_messages(data["rejected"], "assistant")
+        data["prompt"] = as_messages(data["prompt"], "user")
+        data["chosen"] = as_messages(data["chosen"], "assistant")
+        data["rejected"] = as_messages(data["rejected"], "assistant")
     return pa.Table.from_pydict(data, schema=_schema(conversational))
 
 
@@ -129,11 +131,13 @@ def write_export(
     provenance: dict[str, Any],
     formats: tuple[str, ...],
     overwrite: bool,
+    card: Callable[[dict[str, Any]], str] = render_card,
 ) -> str:
     """Write the export folder `out` and return the content hash of its data files.
 
     `out` has been checked (ExportOptions.check): with `overwrite`, what it replaces is
-    empty or an earlier export."""
+    empty or an earlier export. `card` renders the README.md from the manifest (the raw
+    votes export has its own)."""
     content_hash = ""
 
     def write(staging: Path) -> None:
@@ -153,7 +157,7 @@ def write_export(
         (staging / "manifest.json").write_text(
             json.dumps(manifest, indent=2, sort_keys=True) + "\n", encoding="utf-8"
         )
-        (staging / "README.md").write_text(render_card(manifest), encoding="utf-8")
+        (staging / "README.md").write_text(card(manifest), encoding="utf-8")
 
     write_folder(out, write, replace=overwrite)
     return content_hash
