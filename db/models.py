@@ -39,7 +39,7 @@ NAMING_CONVENTION = {
 USER_ROLES = ("annotator", "lead")
 MODEL_KINDS = ("policy", "reward")
 ROUND_STATUSES = ("open", "closed")
-PAIR_STRATEGIES = ("random", "new_vs_previous", "uncertainty", "imported")
+PAIR_STRATEGIES = ("random", "new_vs_previous", "uncertainty", "imported", "arena")
 CHOICES = ("A", "B", "tie", "both_bad", "skip")
 # "round" is the lead's retraining job: close a round, export, train, evaluate, generate.
 RUN_KINDS = ("sft", "reward", "ppo", "dpo", "rloo", "grpo", "round")
@@ -184,6 +184,9 @@ class Round(Base):
     overlap: Mapped[int] = mapped_column(Integer, default=3)
     gold_rate: Mapped[float] = mapped_column(Float, default=0.0)
     guidelines: Mapped[str] = mapped_column(Text, default="")
+    # An arena round's plan, fixed when it is created so that a resumed generation keeps
+    # its balance: {"policies": [model ids], "weights": [one per policy pair], "seed": n}.
+    arena_plan: Mapped[dict[str, Any] | None]
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     closed_at: Mapped[datetime | None]
 

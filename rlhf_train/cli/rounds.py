@@ -8,6 +8,7 @@ import signal
 
 from rlhf_train.cli.common import Commands, add_command, add_group, finite_float, open_workspace
 from rlhf_train.config import setting_help
+from rlhf_train.errors import UserError
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
@@ -30,12 +31,42 @@ def cmd_generate(args: argparse.Namespace) -> int:
         },
     )
     configure_threads(workspace.config.runtime.threads)
-    request = request_from_config(
-        workspace, args.round, args.policy, args.previous_policy, args.reward
-    )
-    report = generate_round(workspace, request, progress=not args.no_progress)
+    if args.arena is not None:
+        report = _generate_arena(workspace, args)
+    else:
+        if args.adaptive:
+            raise UserError("--adaptive weighs the pairs of an arena round; pass --arena too.")
+        request = request_from_config(
+            workspace, args.round, args.policy, args.previous_policy, args.reward
+        )
+        report = generate_round(workspace, request, progress=not args.no_progress)
     print(report.summary())
     return 0
+
+
+def _generate_arena(workspace, args: argparse.Namespace):
+    from rlhf_train.rounds.arena import arena_request, generate_arena_round, parse_policies
+    from rlhf_train.rounds.generate import request_from_config
+
+    clashing = [
+        flag
+        for flag, value in (
+            ("--policy", args.policy),
+            ("--previous-policy", args.previous_policy),
+            ("--pair-strategy", args.pair_strategy),
+            ("--reward", args.reward),
+        )
+        if value is not None
+    ]
+    if clashing:
+        raise UserError(
+            f"--arena names the round's policies and pairs them itself, so {clashing[0]} does "
+            "not apply; leave it out."
+        )
+    policies = parse_policies(args.arena)
+    base = request_from_config(workspace, args.round, policies[0], None)
+    request = arena_request(base, policies, args.adaptive)
+    return generate_arena_round(workspace, request, progress=not args.no_progress)
 
 
 def cmd_rounds_list(args: argparse.Namespace) -> int:
@@ -183,6 +214,8 @@ def _add_generate(commands: Commands) -> None:
         rlhf generate --round 2 --policy policy-r1 --previous-policy smollm2-135m-instruct
         rlhf generate --round 3 --policy ./my-model-folder --temperature 0.7 --top-p 0.95
         rlhf generate --round 4 --samples-per-prompt 8 --pair-strategy uncertainty --reward rm-r3
+        rlhf generate --round 5 --arena policy-r4,policy-r3,smollm2-135m-instruct --n-prompts 90
+        rlhf generate --round 6 --arena policy-r4,policy-r3,smollm2-135m-instruct --adaptive
         """,
     )
     generate.add_argument("--round", type=int, required=True, help="round number (created if new)")
@@ -214,6 +247,17 @@ def _add_generate(commands: Commands) -> None:
         "--reward",
         help="reward model for --pair-strategy uncertainty: registered name, folder or "
         "module:function (default: the newest reward model)",
+    )
+    generate.add_argument(
+        "--arena",
+        metavar="P1,P2,...",
+        help="an arena round: each prompt answered by two of these policies (names as for "
+        "--policy), every pair of them compared equally often",
+    )
+    generate.add_argument(
+        "--adaptive",
+        action="store_true",
+        help="with --arena: more prompts for the pairs whose rating intervals overlap most",
     )
     generate.add_argument("--device", help=setting_help("runtime.device"))
     generate.add_argument("--no-progress", action="store_true", help="no progress bar")

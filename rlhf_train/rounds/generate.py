@@ -58,6 +58,11 @@ class RoundRequest:
     # The reward model for "uncertainty": registered name, folder or "module:function";
     # None is the newest registered reward model.
     reward: str | None = None
+    # An arena round (rounds.arena): the policies that answer its prompts, two a prompt;
+    # `policy` and `previous_policy` are then unused. `adaptive` weighs the policy pairs
+    # by the overlap of their rating intervals instead of balancing them.
+    arena: tuple[str, ...] = ()
+    adaptive: bool = False
 
 
 @dataclass(frozen=True)
@@ -85,6 +90,8 @@ class GenerationReport:
     preparing_seconds: float = 0.0  # resolving and loading the policies and reward model
     pairs_by_strategy: dict[str, int] = field(default_factory=dict)
     reward: str | None = None  # what scored the candidates of "uncertainty" pairs
+    # Arena rounds: prompts added per pair of policies, "P1 vs P2" -> count.
+    prompts_by_policy_pair: dict[str, int] = field(default_factory=dict)
 
     @property
     def samples_per_second(self) -> float:
@@ -106,6 +113,11 @@ class GenerationReport:
         ]
         if self.reward is not None:
             lines.append(f"Uncertainty pairs were chosen by {self.reward}.")
+        if self.prompts_by_policy_pair:
+            counts = sorted(self.prompts_by_policy_pair.items())
+            lines.append(
+                "Prompts per pair of policies: " + ", ".join(f"{p} {n}" for p, n in counts) + "."
+            )
         if self.prompts_without_pair:
             lines.append(
                 f"{self.prompts_without_pair} prompts got only identical responses and no pair."
@@ -223,6 +235,12 @@ def generate_round(
             overlap=workspace.config.round.overlap,
             gold_rate=workspace.config.round.gold_rate,
         )
+        if round_.arena_plan is not None:
+            # Its first policy is round_.policy_id, so the check above let it through.
+            raise UserError(
+                f"Round {request.number} is an arena round; resume it with the same --arena, "
+                "or generate into a new round."
+            )
         todo = prompts_for_round(
             session, round_.id, split=request.split, limit=request.n_prompts - done
         )

@@ -1,4 +1,5 @@
-"""Forming comparison pairs from the samples of one prompt.
+"""Forming comparison pairs from the samples of one prompt, and which two policies
+answer each prompt of an arena round.
 
 Pure functions on texts (and reward scores) and indices, so the rules are easy to test:
 each sample is used in at most one pair, exact duplicates are never paired with each
@@ -11,6 +12,7 @@ from __future__ import annotations
 import itertools
 import math
 import random
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 
@@ -102,3 +104,65 @@ def pair_most_uncertain(
         used.update((i, j))
         pairs.append(_orient(rng, i, j))
     return pairs
+
+
+# --- arena rounds: which two policies answer each prompt ------------------------------
+
+
+def policy_pairs(n_policies: int) -> list[tuple[int, int]]:
+    """The K(K-1)/2 pairs of policy indices of an arena round, in a fixed order."""
+    return list(itertools.combinations(range(n_policies), 2))
+
+
+def arena_schedule(weights: Sequence[float], seed: int) -> Iterator[int]:
+    """The policy pair (an index into `weights`) of each prompt of an arena round, in order.
+
+    Sequential apportionment (Sainte-Laguë): the next prompt goes to the pair with the
+    highest weight / (prompts it has + 1/2), a pair with no prompt yet before any other, so
+    every pair is compared as soon as there are as many prompts as pairs. Ties go by one
+    seeded order of the pairs, so equal weights give a shuffled round-robin: after any
+    number of prompts each pair has the floor or the ceiling of prompts / pairs. Each
+    prefix of the schedule is the schedule of a smaller round, so a round that is resumed
+    or extended keeps the pairs of the prompts it already has.
+    """
+    if not weights or any(not (w > 0 and math.isfinite(w)) for w in weights):
+        raise ValueError(f"arena weights must be positive and finite, got {list(weights)}")
+    rank = list(range(len(weights)))
+    random.Random(seed).shuffle(rank)
+    counts = [0] * len(weights)
+    while True:
+        chosen = max(
+            range(len(weights)),
+            key=lambda p: (counts[p] == 0, weights[p] / (counts[p] + 0.5), -rank[p]),
+        )
+        counts[chosen] += 1
+        yield chosen
+
+
+def remaining_schedule(
+    weights: Sequence[float], seed: int, done: Mapping[int, int], count: int
+) -> list[int]:
+    """The pairs of the next `count` prompts of a round that already holds `done` prompts
+    per pair: the schedule with the entries those prompts fill taken out."""
+    left = dict(done)
+    upcoming: list[int] = []
+    for pair in arena_schedule(weights, seed):
+        if len(upcoming) == count:
+            return upcoming
+        if left.get(pair, 0) > 0:
+            left[pair] -= 1
+        else:
+            upcoming.append(pair)
+    raise AssertionError("unreachable: the schedule is endless")
+
+
+def overlap_weights(overlaps: Sequence[float | None], floor_share: float = 0.05) -> list[float]:
+    """Adaptive arena weights from how much each pair's 95% intervals overlap.
+
+    `None` is a pair never compared: it gets the top weight, as the pair the ratings know
+    least about. No pair gets less than `floor_share` of the top weight, so every pair
+    keeps being checked even once its order looks settled.
+    """
+    known = [max(0.0, value) for value in overlaps if value is not None]
+    top = max([value for value in known if value > 0], default=1.0)
+    return [top if value is None else max(max(0.0, value), floor_share * top) for value in overlaps]
