@@ -11,6 +11,7 @@ import sys
 from rlhf_train.cli import (
     evaluate,
     export,
+    leaderboard,
     models,
     prompts,
     rounds,
@@ -30,7 +31,19 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 # In the loop's order, which is the order `rlhf --help` lists them in.
-GROUPS = (workspace, users, prompts, models, rounds, export, train, evaluate, simulate, runs)
+GROUPS = (
+    workspace,
+    users,
+    prompts,
+    models,
+    rounds,
+    export,
+    train,
+    evaluate,
+    leaderboard,
+    simulate,
+    runs,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
