@@ -18,7 +18,9 @@ from migrations.runner import downgrade, upgrade
 from rlhf_train.cli import main
 from rlhf_train.errors import UserError
 from rlhf_train.rounds import arena as arena_module
-from rlhf_train.rounds.arena import arena_request, generate_arena_round, parse_policies
+from rlhf_train.rounds import arena_start
+from rlhf_train.rounds.arena import arena_request, generate_arena_round
+from rlhf_train.rounds.arena_start import parse_policies, start_arena_round
 from rlhf_train.rounds.pairing import (
     arena_schedule,
     overlap_weights,
@@ -348,3 +350,42 @@ def test_migration_allows_arena_pairs_and_downgrade_relabels_them(tmp_path) -> N
         )
     upgrade(engine)
     engine.dispose()
+
+
+# --- starting one from the app ---------------------------------------------------------------
+
+
+def _register(workspace, policies: list[Path]) -> list[str]:
+    from db.registry import register_model
+
+    with transaction(workspace.sessions) as session:
+        return [
+            register_model(session, name=p.name, kind="policy", path=str(p)).name for p in policies
+        ]
+
+
+def test_start_from_the_app_checks_then_generates_in_a_child(
+    sqlite_workspace, four_policies
+) -> None:
+    _prompts(sqlite_workspace, 8)
+    names = _register(sqlite_workspace, four_policies[:3])
+    root = sqlite_workspace.root
+    for args, message in [
+        ((None, names, 6, False), "does not know its workspace"),
+        ((root, names[:1], 6, False), "does not name two or more policies"),
+        ((root, [*names[:2], "ghost"], 6, False), "no registered policy 'ghost'"),
+        ((root, names, 2, False), "ask for 3 prompts or more"),
+        ((root, names, 6, True), "start a balanced arena round first"),
+    ]:
+        with pytest.raises(UserError, match=message):
+            start_arena_round(*args)
+    started = start_arena_round(root, names, 6, False)
+    assert started.number == 1
+    with pytest.raises(UserError, match="still running"):
+        start_arena_round(root, names, 6, False)
+    assert arena_start._CHILDREN[started.pid].wait(timeout=300) == 0
+    assert "6 arena" in started.log.read_text()
+    assert sorted(_pairs_by_policies(sqlite_workspace).values()) == [2, 2, 2]
+    second = start_arena_round(root, names, 3, False)  # the lock was let go
+    assert second.number == 2
+    arena_start._CHILDREN[second.pid].wait(timeout=300)

@@ -45,7 +45,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 
 def _generate_arena(workspace, args: argparse.Namespace):
-    from rlhf_train.rounds.arena import arena_request, generate_arena_round, parse_policies
+    from rlhf_train.rounds.arena import arena_request, generate_arena_round
+    from rlhf_train.rounds.arena_start import parse_policies
     from rlhf_train.rounds.generate import request_from_config
 
     clashing = [

@@ -31,6 +31,7 @@ from rlhf_train.judgments.votes import cross_policy_votes
 from rlhf_train.models.loading import load_policy, resolve_device
 from rlhf_train.models.sampling import Completion, PromptInput, sample_completions
 from rlhf_train.models.source import model_location, resolve_policy
+from rlhf_train.rounds.arena_start import compared_pairs
 from rlhf_train.rounds.generate import (
     BATCHES_PER_COMMIT,
     GenerationReport,
@@ -65,20 +66,6 @@ class ArenaPlan:
         return cls(list(plan["policies"]), [float(w) for w in plan["weights"]], plan["seed"])
 
 
-def parse_policies(text: str) -> tuple[str, ...]:
-    """`--arena P1,P2,P3` as names, checked: at least two, none twice."""
-    names = tuple(name.strip() for name in text.split(","))
-    if any(not name for name in names) or len(names) < 2:
-        raise UserError(
-            f"--arena {text!r} does not name two or more policies; separate their names with "
-            "commas, e.g. --arena policy-r1,policy-r2,smollm2-135m-instruct."
-        )
-    repeated = sorted(name for name, n in Counter(names).items() if n > 1)
-    if repeated:
-        raise UserError(f"--arena names {repeated[0]!r} twice; name each policy once.")
-    return names
-
-
 def arena_request(base: RoundRequest, policies: tuple[str, ...], adaptive: bool) -> RoundRequest:
     """`base` (the workspace's generation settings) as an arena round of `policies`."""
     return replace(
@@ -110,10 +97,7 @@ def adaptive_weights(session: Session, models: list[Model], seed: int) -> list[f
     every cross-policy vote so far; pairs never compared get the top weight."""
     votes = cross_policy_votes(session)
     index = {name: i for i, name in enumerate(votes.names)}
-    met = {
-        frozenset((votes.names[a], votes.names[b]))
-        for a, b in zip(votes.policy_a.tolist(), votes.policy_b.tolist(), strict=True)
-    }
+    met = compared_pairs(session)
     pairs = [(models[i].name, models[j].name) for i, j in policy_pairs(len(models))]
     compared = [frozenset(pair) in met for pair in pairs]
     if not any(compared):
