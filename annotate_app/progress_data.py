@@ -1,5 +1,6 @@
-"""What the Progress page shows, shaped in plain Python: the policy evaluations as points
-across rounds, and the side-by-side samples of one evaluation's report.
+"""What the Progress page shows, shaped in plain Python: the leaderboard of policies from
+the annotators' cross-policy votes, the policy evaluations as points across rounds, and
+the side-by-side samples of one evaluation's report.
 
 Evaluations are written by `rlhf evaluate policy` (and by every retraining). Their
 metrics are read defensively: a key may be missing, None or nested, and the layout may
@@ -18,10 +19,14 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from db.evaluations import list_evaluations
-from db.models import Model, Round
+from db.models import Judgment, Model, Round
+from rlhf_train.errors import UserError
+from rlhf_train.judgments.ratings import Leaderboard, fit_leaderboard
+from rlhf_train.judgments.votes import cross_policy_votes
 
 REPORT_FILE = "report.json"
 # A report is written by our evaluator; anything much larger is not one, and reading it
@@ -211,3 +216,59 @@ def report_samples(report_path: str | Path | None) -> list[SamplePair]:
             )
         )
     return pairs
+
+
+# --- Leaderboard --------------------------------------------------------------------------
+
+RESAMPLES = 1000
+
+
+def leaderboard_stamp(session: Session) -> tuple[Any, ...]:
+    """What the leaderboard depends on, cheaply: a new or changed judgment (a resubmit
+    moves created_at), a new policy or a promotion (which may move the anchor) changes it."""
+    return tuple(
+        session.execute(
+            select(
+                select(func.count(Judgment.id)).scalar_subquery(),
+                select(func.max(Judgment.created_at)).scalar_subquery(),
+                select(func.count(Model.id)).scalar_subquery(),
+                select(func.max(Model.promoted_at)).scalar_subquery(),
+            )
+        ).one()
+    )
+
+
+def compute_leaderboard(
+    session: Session, style_control: bool, resamples: int = RESAMPLES
+) -> Leaderboard | str:
+    """The leaderboard of every round's cross-policy votes, or the sentence that says why
+    there is none yet (no votes between two policies, nothing connected to the anchor)."""
+    try:
+        return fit_leaderboard(
+            cross_policy_votes(session), style_control=style_control, resamples=resamples
+        )
+    except UserError as error:
+        return str(error)
+
+
+def rating_frame(board: Leaderboard) -> pd.DataFrame:
+    """One row per rated policy, best first: rating, 95% interval, votes, P(beats next)."""
+    return pd.DataFrame(
+        [
+            {
+                "rank": rank,
+                "policy": rating.name,
+                "rating": round(rating.rating, 1),
+                "low": round(rating.low, 1),
+                "high": round(rating.high, 1),
+                "votes": rating.votes,
+                "beats next": None if rating.beats_next is None else round(rating.beats_next, 3),
+            }
+            for rank, rating in enumerate(board.ratings, start=1)
+        ],
+        columns=["rank", "policy", "rating", "low", "high", "votes", "beats next"],
+    )
+
+
+def never_compared_frame(board: Leaderboard) -> pd.DataFrame:
+    return pd.DataFrame(board.never_compared, columns=["policy", "never compared with"])

@@ -1,5 +1,6 @@
-"""Lead page: is the loop making the policy better? The evaluations across rounds as
-curves, and one evaluation's samples, old and new policy side by side.
+"""Lead page: is the loop making the policy better? The leaderboard of policies from the
+annotators' votes, the evaluations across rounds as curves, and one evaluation's samples,
+old and new policy side by side.
 
 Responses are model output: shown with st.text only, never as Markdown or HTML.
 """
@@ -10,6 +11,7 @@ import altair as alt
 import pandas as pd
 import streamlit as st
 
+from annotate_app.leaderboard_view import show_leaderboard
 from annotate_app.progress_data import (
     chart_data,
     charts,
@@ -21,6 +23,8 @@ from annotate_app.state import require_lead, sessions
 
 require_lead()
 st.title("Progress")
+# First, and shown without evaluations too: it needs only judgments.
+show_leaderboard()
 
 with sessions()() as session:
     points = evaluation_points(session)
