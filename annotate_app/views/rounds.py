@@ -11,14 +11,43 @@ import pandas as pd
 import streamlit as st
 
 from annotate_app.plain import literal
+from annotate_app.run_view import workspace_root
 from annotate_app.state import require_lead, sessions, write
 from db.errors import UserError
 from db.models import Pair
+from db.registry import list_models
 from db.round_admin import GOLD_ANSWERS, gold_pairs, set_gold, set_status, update_settings
 from db.rounds import get_round, round_summaries
+from rlhf_train.rounds.arena_start import start_arena_round
 
 require_lead()
 st.title("Rounds")
+
+with sessions()() as session:
+    policy_names = [model.name for model in list_models(session, "policy")]
+with st.expander("Start an arena round"), st.form("arena_round"):
+    st.caption(
+        "Each prompt is answered by two of the chosen policies, every pair of them equally "
+        "often (adaptive: more prompts for the pairs whose ratings are least certain). "
+        "Annotators are not told which policy wrote what."
+    )
+    chosen_policies = st.multiselect("Policies", policy_names, key="arena_policies")
+    arena_prompts = st.number_input("Prompts", 1, 100_000, 60, key="arena_prompts")
+    adaptive = st.checkbox("Adaptive", key="arena_adaptive")
+    if st.form_submit_button("Start arena round"):
+        try:
+            started = start_arena_round(
+                workspace_root(), chosen_policies, int(arena_prompts), adaptive
+            )
+        except UserError as error:
+            st.error(literal(str(error)))
+        else:
+            st.success(
+                literal(
+                    f"Round {started.number} is being generated in the background; it fills "
+                    f"in the table below as its prompts are done (output: {started.log})."
+                )
+            )
 
 with sessions()() as session:
     summaries = sorted(round_summaries(session), key=lambda s: s.number, reverse=True)
