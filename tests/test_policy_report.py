@@ -4,6 +4,7 @@ scores, the judges and the annotators' judgments, and refusals that write nothin
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -272,6 +273,14 @@ def test_annotators_win_rate_is_a_hand_count_of_judgments(evaluator, tiny_policy
         assert recorded.round_id == get_round(session, 1).id
     assert recorded.reward_model_id is None
     assert "0.600 over 5 judgments" in (report.folder / "report.md").read_text(encoding="utf-8")
+    # Issue 17: the ratings of every policy. Bradley-Terry on the same votes, both_bad left
+    # out: tuned 2.5 wins of 4 against base (the root, at 1000): 1000 + 400 log10(2.5/1.5).
+    plain = metrics["leaderboard"]["plain"]
+    assert plain["anchor"] == "base" and plain["n_votes"] == 4
+    tuned = next(row for row in plain["ratings"] if row["policy"] == "tuned")
+    assert tuned["rating"] == pytest.approx(1000 + 400 * math.log10(2.5 / 1.5), abs=1e-4)
+    assert metrics["leaderboard"]["style_control"]["style_control"] is True
+    assert "## Leaderboard" in (report.folder / "report.md").read_text(encoding="utf-8")
 
 
 def _cli_environment(monkeypatch: pytest.MonkeyPatch, workspace: Workspace) -> None:

@@ -72,23 +72,8 @@ def table_lines(board) -> list[str]:
     return lines
 
 
-def board_json(board) -> dict:
-    from rlhf_train.judgments.ratings import leaderboard_rows
-
-    return {
-        "anchor": board.anchor,
-        "style_control": board.style_control,
-        "length_coefficient": board.length_coefficient,
-        "resamples": board.resamples,
-        "n_votes": board.n_votes,
-        "ratings": leaderboard_rows(board),
-        "unplaced": board.unplaced,
-        "never_compared": [list(pair) for pair in board.never_compared],
-    }
-
-
 def cmd_leaderboard(args: argparse.Namespace) -> int:
-    from rlhf_train.judgments.ratings import fit_leaderboard
+    from rlhf_train.judgments.ratings import fit_leaderboard, leaderboard_json
     from rlhf_train.judgments.votes import cross_policy_votes
 
     if args.resamples < MIN_RESAMPLES:
@@ -107,7 +92,7 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
         seed=args.seed,
     )
     if args.json:
-        print(json.dumps(board_json(board), indent=2))
+        print(json.dumps(leaderboard_json(board), indent=2))
     else:
         print("\n".join(table_lines(board)))
     return 0

@@ -42,6 +42,8 @@ from rlhf_train.evaluation.measures import ScoreFunction, evaluate_policy
 from rlhf_train.evaluation.plots import write_policy_plots
 from rlhf_train.evaluation.text import FIGURE_KEYS, markdown
 from rlhf_train.judges import JUDGES, judge_summary, parse_judges
+from rlhf_train.judgments.ratings import fit_leaderboard, leaderboard_json
+from rlhf_train.judgments.votes import cross_policy_votes
 from rlhf_train.models.loading import configure_threads, load_policy, resolve_device
 from rlhf_train.models.sampling import PromptInput
 from rlhf_train.models.source import model_location, resolve_policy
@@ -416,8 +418,22 @@ def _metrics(
             if annotators
             else None
         ),
+        "leaderboard": policy_leaderboard(workspace),
         "notes": notes,
         "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+
+
+def policy_leaderboard(workspace: Workspace) -> dict[str, Any] | None:
+    """The ratings of every policy from all cross-policy votes so far, plain and
+    length-controlled (rlhf_train.judgments.ratings); None before any such vote."""
+    with workspace.sessions() as session:
+        votes = cross_policy_votes(session)
+    if not len(votes):
+        return None
+    return {
+        "plain": leaderboard_json(fit_leaderboard(votes)),
+        "style_control": leaderboard_json(fit_leaderboard(votes, style_control=True)),
     }
 
 

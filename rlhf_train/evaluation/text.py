@@ -66,6 +66,47 @@ def _win_rate_line(label: str, rate: float | None, count: int, unit: str, missin
     return f"- {label}: {rate:.3f} over {count} {unit}"
 
 
+def _leaderboard_lines(leaderboard: dict[str, Any] | None) -> list[str]:
+    """The ratings of all policies from the annotators' votes, plain beside
+    length-controlled (docs/evaluation.md, Leaderboard)."""
+    lines = ["## Leaderboard", ""]
+    if leaderboard is None:
+        return lines + ["No judged pairs of two different policies yet.", ""]
+    plain, controlled = leaderboard["plain"], leaderboard["style_control"]
+    at_length = {row["policy"]: row for row in controlled["ratings"]}
+    lines += [
+        f"Bradley-Terry ratings from {plain['n_votes']} annotator votes, {_cell(plain['anchor'])} "
+        f"at 1000 (400 points = 10:1 odds); 95% intervals from {plain['resamples']} bootstrap "
+        "resamples over prompts. Length-controlled: at equal response length (length effect "
+        f"{_number(controlled['length_coefficient'])} logits).",
+        "",
+        "| Rank | Policy | Rating | 95% interval | Votes | P(beats next) "
+        "| Length-controlled | 95% interval |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for row in plain["ratings"]:
+        other = at_length.get(row["policy"])
+        cells = [
+            str(row["rank"]),
+            _cell(row["policy"]),
+            f"{row['rating']:.0f}",
+            f"[{row['low']:.0f}, {row['high']:.0f}]",
+            str(row["votes"]),
+            "" if row["beats_next"] is None else f"{row['beats_next']:.2f}",
+            f"{other['rating']:.0f}" if other else "",
+            f"[{other['low']:.0f}, {other['high']:.0f}]" if other else "",
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    lines.append("")
+    if plain["unplaced"]:
+        names = ", ".join(_cell(name) for name in plain["unplaced"])
+        lines += [f"Not connected to {_cell(plain['anchor'])} by any comparison: {names}.", ""]
+    if plain["never_compared"]:
+        pairs = ", ".join(f"{_cell(a)} vs {_cell(b)}" for a, b in plain["never_compared"])
+        lines += [f"Never compared: {pairs}.", ""]
+    return lines
+
+
 def markdown(report: dict[str, Any], plots: list[str]) -> str:
     """report.md: the figures as a table (policy beside the other policy), the win rates,
     the plots and the first few responses side by side."""
@@ -112,6 +153,7 @@ def markdown(report: dict[str, Any], plots: list[str]) -> str:
             ),
             "",
         ]
+    lines += _leaderboard_lines(report.get("leaderboard"))
     lines += [f"![{name}]({name})" for name in plots] + [""]
     lines += [f"## The first {MARKDOWN_SAMPLES} responses (all in report.json)", ""]
     columns = {"prompt": "Prompt", "policy_response": "P's response", "policy_score": "Reward"}

@@ -2,8 +2,9 @@
 
 P(i beats j) = sigmoid(beta_i - beta_j), fitted by maximum likelihood on every vote (a tie
 is half a win to each side, each vote weighs its weight). With style control the logit
-gains gamma * d, d = (len_a - len_b) / (len_a + len_b) in words, so that the betas compare
-policies at equal length and gamma says how much length alone sways the annotators.
+gains gamma * d, d = (len_a - len_b) / (len_a + len_b) in words (rounded to 0.01), so that
+the betas compare policies at equal length and gamma says how much length alone sways the
+annotators.
 
 Shown on an Elo-like scale: rating = 1000 + 400 * (beta - beta_anchor) / ln 10, so 400
 points are 10:1 odds, and the anchor (the starting policy) sits at 1000. Intervals are
@@ -38,6 +39,8 @@ MAX_STEP = 2.0  # logits per Newton step: a far start cannot overshoot into over
 TOLERANCE = 1e-10
 MAX_ITERATIONS = 200
 BATCH = 250  # resamples per batched Newton solve
+CELLS_PER_BATCH = 2_000_000  # resamples x cells in one solve: bounds its memory
+STYLE_GRID = 100  # the length covariate is rounded to 1 / STYLE_GRID
 
 
 @dataclass(frozen=True)
@@ -65,14 +68,18 @@ class Leaderboard:
 @dataclass(frozen=True)
 class _Cells:
     """The votes of the anchor's component, aggregated. Policies are local indices 0..k-1
-    (the anchor is 0); cell c compares first[c] with second[c] at covariate style[c]."""
+    (the anchor is 0). Cells are sorted by pair of policies: pair q compares first[q] with
+    second[q] and owns the cells starts[q] .. starts[q] + sizes[q] - 1, one per value of
+    the length covariate (style[c]; a single cell of 0 without style control)."""
 
-    first: np.ndarray
+    first: np.ndarray  # per pair
     second: np.ndarray
-    style: np.ndarray
+    starts: np.ndarray
+    sizes: np.ndarray
+    style: np.ndarray  # per cell
     group_cell: np.ndarray  # per (prompt, cell) group: its cell
     group_prompt: np.ndarray  # its prompt, 0..n_prompts-1
-    group_wins: np.ndarray  # weighted wins of the cell's first policy
+    group_wins: np.ndarray  # weighted wins of the pair's first policy
     group_total: np.ndarray  # weighted votes
     n_prompts: int
 
@@ -115,24 +122,27 @@ def _length_covariate(votes: PolicyVotes) -> np.ndarray:
 def _cells(votes: PolicyVotes, local: np.ndarray, keep: np.ndarray, style: bool) -> _Cells:
     a, b = local[votes.policy_a[keep]], local[votes.policy_b[keep]]
     outcome, weight = votes.outcome[keep], votes.weight[keep]
-    d = _length_covariate(votes)[keep] if style else np.zeros(len(a))
-    # Each cell's first policy is the lower index; a swapped vote flips outcome and d.
+    # d on a grid of 0.01 (one word in a hundred): a pair's votes then fall into at most
+    # 201 cells, whatever the lengths, which keeps the bootstrap fast.
+    d = np.round(_length_covariate(votes)[keep] * STYLE_GRID) if style else np.zeros(len(a))
+    # Each pair's first policy is the lower index; a swapped vote flips outcome and d.
     swap = a > b
     first, second = np.where(swap, b, a), np.where(swap, a, b)
     wins = np.where(swap, 1.0 - outcome, outcome) * weight
-    d = np.where(swap, -d, d)
+    d = np.where(swap, -d, d).astype(np.int64) + STYLE_GRID  # 0 .. 2 * STYLE_GRID
     # Integer keys throughout: np.unique on one int64 array is far faster than on rows.
-    values, d_index = np.unique(d, return_inverse=True)
-    k = int(local.max()) + 1
-    keys, cell = np.unique((first * k + second) * len(values) + d_index, return_inverse=True)
+    k, span = int(local.max()) + 1, 2 * STYLE_GRID + 1
+    keys, cell = np.unique((first * k + second) * span + d, return_inverse=True)
+    pairs, starts, sizes = np.unique(keys // span, return_index=True, return_counts=True)
     prompts, prompt = np.unique(votes.prompt[keep], return_inverse=True)
     n_cells = len(keys)
     group_keys, group = np.unique(prompt.astype(np.int64) * n_cells + cell, return_inverse=True)
-    pair = keys // len(values)
     return _Cells(
-        first=pair // k,
-        second=pair % k,
-        style=values[keys % len(values)],
+        first=pairs // k,
+        second=pairs % k,
+        starts=starts,
+        sizes=sizes,
+        style=(keys % span - STYLE_GRID) / STYLE_GRID,
         group_cell=group_keys % n_cells,
         group_prompt=group_keys // n_cells,
         group_wins=np.bincount(group, weights=wins, minlength=len(group_keys)),
@@ -151,28 +161,36 @@ def _scatter(index: np.ndarray, values: np.ndarray, size: int) -> np.ndarray:
 def _newton(
     cells: _Cells, wins: np.ndarray, total: np.ndarray, theta: np.ndarray, style: bool
 ) -> np.ndarray:
-    """Maximize each row's log-likelihood (wins, total: (B, C)) from theta (B, m); theta
-    holds the k betas (beta[0], the anchor's, stays 0) and, with style, gamma last."""
+    """Maximize each row's log-likelihood (wins, total: (B, cells)) from theta (B, m);
+    theta holds the k betas (beta[0], the anchor's, stays 0) and, with style, gamma last.
+    Sums over a pair's cells come first (reduceat), so the Hessian is built per pair."""
     batch, m = theta.shape
     k = m - 1 if style else m
-    f, s, d = cells.first, cells.second, cells.style
-    # The Hessian's entries per cell: (row, column, factor times w = n p (1 - p)).
-    entries = [(f, f, 1.0), (s, s, 1.0), (f, s, -1.0), (s, f, -1.0)]
-    if style:
-        g = np.full_like(f, k)
-        entries += [(g, g, d * d), (f, g, d), (g, f, d), (s, g, -d), (g, s, -d)]
+    f, s, d, starts = cells.first, cells.second, cells.style, cells.starts
     theta = theta.copy()
     for _ in range(MAX_ITERATIONS):
-        eta = theta[:, f] - theta[:, s] + (theta[:, [k]] * d if style else 0.0)
+        eta = np.repeat(theta[:, f] - theta[:, s], cells.sizes, axis=1)
+        if style:
+            eta += theta[:, [k]] * d
         p = 0.5 * (1.0 + np.tanh(0.5 * eta))  # the logistic function, without overflow
         residual = wins - total * p
-        grad = _scatter(f, residual, m) - _scatter(s, residual, m) - RIDGE * theta
+        w = total * p * (1.0 - p)
+        per_pair, w_pair = (
+            np.add.reduceat(residual, starts, axis=1),
+            np.add.reduceat(w, starts, axis=1),
+        )
+        grad = _scatter(f, per_pair, m) - _scatter(s, per_pair, m) - RIDGE * theta
+        # The Hessian's entries per pair: (row, column, value).
+        entries = [(f, f, w_pair), (s, s, w_pair), (f, s, -w_pair), (s, f, -w_pair)]
         if style:
             grad[:, k] = (residual * d).sum(axis=1) - RIDGE * theta[:, k]
-        w = total * p * (1.0 - p)
-        hessian = sum(
-            _scatter(row * m + col, w * factor, m * m) for row, col, factor in entries
-        ).reshape(batch, m, m)
+            wd = np.add.reduceat(w * d, starts, axis=1)
+            g = np.full_like(f, k)
+            entries += [(f, g, wd), (g, f, wd), (s, g, -wd), (g, s, -wd)]
+        hessian = sum(_scatter(row * m + col, value, m * m) for row, col, value in entries)
+        hessian = hessian.reshape(batch, m, m)
+        if style:
+            hessian[:, k, k] += (w * d * d).sum(axis=1)
         hessian += RIDGE * np.eye(m)
         # beta_anchor = 0: its row and column say "no step".
         hessian[:, 0, :] = 0.0
@@ -193,10 +211,10 @@ def _bootstrap(
 ) -> np.ndarray:
     """(resamples, m) parameters, each fitted on a resample of the prompts."""
     rng = np.random.default_rng(seed)
-    n_cells, n_prompts = len(cells.first), cells.n_prompts
+    n_cells, n_prompts = len(cells.style), cells.n_prompts
     # One resample at a time for the reweighting (memory stays O(groups)); Newton on
     # batches of resamples at once (its per-call cost is then shared).
-    batch = min(resamples, BATCH)
+    batch = max(1, min(resamples, BATCH, CELLS_PER_BATCH // n_cells))
     out = np.empty((resamples, fitted.shape[0]))
     wins, total = np.empty((batch, n_cells)), np.empty((batch, n_cells))
     for start in range(0, resamples, batch):
@@ -267,8 +285,9 @@ def fit_leaderboard(
     keep = placed[votes.policy_a] & placed[votes.policy_b]
     cells = _cells(votes, local, keep, style_control)
     m = len(members) + (1 if style_control else 0)
-    wins = np.bincount(cells.group_cell, cells.group_wins, len(cells.first))[None, :]
-    total = np.bincount(cells.group_cell, cells.group_total, len(cells.first))[None, :]
+    n_cells = len(cells.style)
+    wins = np.bincount(cells.group_cell, cells.group_wins, n_cells)[None, :]
+    total = np.bincount(cells.group_cell, cells.group_total, n_cells)[None, :]
     fitted = _newton(cells, wins, total, np.zeros((1, m)), style_control)[0]
     boot = _bootstrap(cells, fitted, style_control, resamples, seed)
     k = len(members)
@@ -335,3 +354,17 @@ def leaderboard_rows(board: Leaderboard) -> list[dict]:
         }
         for rank, rating in enumerate(board.ratings, start=1)
     ]
+
+
+def leaderboard_json(board: Leaderboard) -> dict:
+    """The whole board as JSON-ready data: the rows and what could not be rated."""
+    return {
+        "anchor": board.anchor,
+        "style_control": board.style_control,
+        "length_coefficient": board.length_coefficient,
+        "resamples": board.resamples,
+        "n_votes": board.n_votes,
+        "ratings": leaderboard_rows(board),
+        "unplaced": list(board.unplaced),
+        "never_compared": [list(pair) for pair in board.never_compared],
+    }
