@@ -45,7 +45,8 @@ def _given_preference_flags(args: argparse.Namespace) -> dict[str, object]:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from rlhf_train.export.preferences import FORMATS, ExportOptions, export_preferences
+    from rlhf_train.export.preferences import ExportOptions, export_preferences
+    from rlhf_train.export.publish import FORMATS
     from rlhf_train.export.summary import describe_export
 
     rounds = None if args.rounds is None else _round_numbers(args.rounds)

@@ -15,11 +15,10 @@ from typing import Any
 
 import numpy as np
 
-from db.engine import redact, transaction
-from db.models import Export
-from rlhf_train.atomic import check_output_folder, write_error
+from db.engine import redact
 from rlhf_train.errors import UserError
 from rlhf_train.export.aggregate import NO_VOTES, Outcomes, aggregate, margin
+from rlhf_train.export.publish import check_formats, export_folder, write_and_record
 from rlhf_train.export.query import (
     PairTable,
     load_pairs,
@@ -32,8 +31,6 @@ from rlhf_train.export.query import (
 from rlhf_train.export.writer import (
     EXPORTED_COLUMNS,
     arrow_tables,
-    not_an_export,
-    write_export,
 )
 from rlhf_train.judgments.agreement import (
     CATEGORIES,
@@ -48,7 +45,6 @@ from rlhf_train.judgments.agreement import (
 from rlhf_train.prompts.split import is_test_prompt
 from rlhf_train.workspace import Workspace
 
-FORMATS = ("hf", "jsonl", "parquet")
 TIE_POLICIES = ("drop", "half")
 
 
@@ -68,8 +64,7 @@ class ExportOptions:
     overwrite: bool = False
 
     def check(self) -> None:
-        if unknown := [f for f in self.formats if f not in FORMATS]:
-            raise UserError(f"Unknown format {unknown[0]!r}; use hf, jsonl, parquet or all.")
+        check_formats(self.formats)
         if self.ties not in TIE_POLICIES:
             raise UserError(f"--ties is {self.ties!r}; use drop or half.")
         if self.min_votes < 1:
@@ -85,13 +80,7 @@ class ExportOptions:
 
     def folder(self, workspace: Workspace) -> Path:
         """Where to write: `out`, if it is new, or (with --overwrite) an earlier export."""
-        return check_output_folder(
-            self.out,
-            workspace_root=workspace.root,
-            foreign=not_an_export,
-            kind="prefloop export",
-            overwrite=self.overwrite,
-        )
+        return export_folder(workspace, self.out, self.overwrite)
 
     def recorded(self) -> dict[str, Any]:
         """The options that decide the content (not where it is written)."""
@@ -215,21 +204,15 @@ def export_preferences(workspace: Workspace, options: ExportOptions) -> ExportRe
     # The Python copies of every text are no longer needed; on a large export they are
     # a third of the peak memory while the files are written.
     del splits, samples, prompts
-    out = options.folder(workspace)  # again: the folder may have changed meanwhile
-    try:
-        content_hash = write_export(out, tables, provenance, options.formats, options.overwrite)
-    except OSError as error:
-        raise write_error("--out", options.out, error) from error
-    with transaction(workspace.sessions) as session:
-        record = Export(
-            filters=options.recorded() | {"rounds": rounds.numbers},
-            counts=counts,
-            output_path=str(out),
-            content_hash=content_hash,
-        )
-        session.add(record)
-        session.flush()
-        export_id = record.id
+    content_hash, export_id = write_and_record(
+        workspace,
+        options.out,
+        options.overwrite,
+        tables,
+        provenance,
+        options.formats,
+        filters=options.recorded() | {"rounds": rounds.numbers},
+    )
     return ExportResult(options.out, counts, agreement, content_hash, export_id)
 
 

@@ -21,14 +21,13 @@ from typing import Any
 import pyarrow as pa
 from sqlalchemy import Connection, select
 
-from db.engine import redact, transaction
-from db.models import CHOICES, Export, Judgment, Pair, Round
-from rlhf_train.atomic import check_output_folder, write_error
+from db.engine import redact
+from db.models import CHOICES, Judgment, Pair, Round
 from rlhf_train.errors import UserError
 from rlhf_train.export.card import RAW_COUNT_LABELS, render_raw_card
-from rlhf_train.export.preferences import FORMATS
+from rlhf_train.export.publish import check_formats, export_folder, write_and_record
 from rlhf_train.export.query import RoundSelection, prompt_texts, sample_texts, select_rounds
-from rlhf_train.export.writer import MESSAGE, as_messages, not_an_export, write_export
+from rlhf_train.export.writer import MESSAGE, as_messages
 from rlhf_train.workspace import Workspace
 
 KIND = "raw_votes"
@@ -45,18 +44,11 @@ class RawExportOptions:
     overwrite: bool = False
 
     def check(self) -> None:
-        if unknown := [f for f in self.formats if f not in FORMATS]:
-            raise UserError(f"Unknown format {unknown[0]!r}; use hf, jsonl, parquet or all.")
+        check_formats(self.formats)
 
     def folder(self, workspace: Workspace) -> Path:
         """Where to write: `out`, if it is new, or (with --overwrite) an earlier export."""
-        return check_output_folder(
-            self.out,
-            workspace_root=workspace.root,
-            foreign=not_an_export,
-            kind="prefloop export",
-            overwrite=self.overwrite,
-        )
+        return export_folder(workspace, self.out, self.overwrite)
 
     def recorded(self) -> dict[str, Any]:
         return {
@@ -270,23 +262,16 @@ def export_raw(workspace: Workspace, options: RawExportOptions) -> RawExportResu
         "pseudonyms": f"annotator-<first {PSEUDONYM_DIGITS} hex digits of sha256(salt + "
         "annotator id)>, salt random per export and not stored",
     }
-    out = options.folder(workspace)  # again: the folder may have changed meanwhile
-    try:
-        content_hash = write_export(
-            out, {SPLIT: table}, provenance, options.formats, options.overwrite, render_raw_card
-        )
-    except OSError as error:
-        raise write_error("--out", options.out, error) from error
-    with transaction(workspace.sessions) as session:
-        record = Export(
-            filters=provenance["options"],
-            counts=counts,
-            output_path=str(out),
-            content_hash=content_hash,
-        )
-        session.add(record)
-        session.flush()
-        export_id = record.id
+    content_hash, export_id = write_and_record(
+        workspace,
+        options.out,
+        options.overwrite,
+        {SPLIT: table},
+        provenance,
+        options.formats,
+        filters=provenance["options"],
+        card=render_raw_card,
+    )
     return RawExportResult(options.out, counts, content_hash, export_id)
 
 
