@@ -4,6 +4,7 @@ reports and logs. Commands open one with `Workspace.open` and get its database f
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -38,6 +39,11 @@ class Workspace:
         if root.exists() and not root.is_dir():
             raise UserError(f"The workspace path {root} is a file; pass a folder with --workspace.")
         return cls(root=root, config=load_config(root, overrides))
+
+    def cli_command(self, *args: str) -> list[str]:
+        """`rlhf --workspace ROOT ARGS...` as a child process runs it (this interpreter, so
+        the same installation; the module form, so no PATH lookup)."""
+        return [sys.executable, "-m", "rlhf_train.cli", "--workspace", str(self.root), *args]
 
     @property
     def db_url(self) -> str:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import time
 from dataclasses import dataclass
 from datetime import timedelta
@@ -45,16 +44,7 @@ def log_file(workspace: Workspace, run_id: int) -> Path:
 
 
 def execute_command(workspace: Workspace, run_id: int) -> list[str]:
-    return [
-        sys.executable,
-        "-m",
-        "rlhf_train.cli",
-        "--workspace",
-        str(workspace.root),
-        "runs",
-        "execute",
-        str(run_id),
-    ]
+    return workspace.cli_command("runs", "execute", str(run_id))
 
 
 class _Child:
@@ -166,16 +156,7 @@ def start_beside(workspace: Workspace) -> subprocess.Popen:
     logs/worker.log: what `rlhf serve` starts so that "Start retraining" just works."""
     log_path = workspace.logs_dir / "worker.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    command = [
-        sys.executable,
-        "-m",
-        "rlhf_train.cli",
-        "--workspace",
-        str(workspace.root),
-        "worker",
-        "--parent-pid",
-        str(os.getpid()),
-    ]
+    command = workspace.cli_command("worker", "--parent-pid", str(os.getpid()))
     with log_path.open("a", encoding="utf-8") as log:
         return subprocess.Popen(
             command,

@@ -24,7 +24,7 @@ from tqdm import tqdm
 from db.engine import transaction
 from db.models import Model, Prompt, Round, Sample
 from db.prompts import prompts_for_round
-from db.rounds import NewPair, NewSample, add_samples_and_pairs, find_round, next_round_number
+from db.rounds import NewPair, NewSample, find_round, next_round_number
 from rlhf_train.errors import UserError
 from rlhf_train.judgments.ratings import fit_leaderboard, overlap
 from rlhf_train.judgments.votes import cross_policy_votes
@@ -37,8 +37,9 @@ from rlhf_train.rounds.generate import (
     GenerationReport,
     LoadedPolicy,
     RoundRequest,
-    _samples_for,
-    _stable_seed,
+    commit_chunk,
+    samples_for,
+    stable_seed,
 )
 from rlhf_train.rounds.pairing import (
     overlap_weights,
@@ -268,7 +269,7 @@ def _generate_chunk(
 ) -> None:
     """Sample both policies of each prompt, pair them, and commit the chunk in one
     transaction."""
-    chunk_seed = _stable_seed(request.seed, request.number, chunk[0][0].id, STRATEGY)
+    chunk_seed = stable_seed(request.seed, request.number, chunk[0][0].id, STRATEGY)
     out: dict[tuple[int, int], list[Completion]] = {}  # (prompt position, policy) -> samples
     for policy, source in enumerate(loaded):
         mine = [i for i, (_prompt, pair) in enumerate(chunk) if policy in pair]
@@ -286,10 +287,10 @@ def _generate_chunk(
     samples: list[NewSample] = []
     pairs: list[NewPair] = []
     for i, (prompt, (first, second)) in enumerate(chunk):
-        rng = random.Random(_stable_seed(request.seed, request.number, prompt.id, STRATEGY))
+        rng = random.Random(stable_seed(request.seed, request.number, prompt.id, STRATEGY))
         base = len(samples)
-        samples += _samples_for(prompt, loaded[first].row, out[i, first], request.decoding)
-        samples += _samples_for(prompt, loaded[second].row, out[i, second], request.decoding)
+        samples += samples_for(prompt, loaded[first].row, out[i, first], request.decoding)
+        samples += samples_for(prompt, loaded[second].row, out[i, second], request.decoding)
         # A coin in pair_across decides which sample is A, so the stored order says nothing
         # about which policy wrote it (the annotate page draws the side shown left again).
         planned = pair_across(
@@ -299,15 +300,5 @@ def _generate_chunk(
         report.prompts_without_pair += not planned
         names = f"{loaded[first].row.name} vs {loaded[second].row.name}"
         report.prompts_by_policy_pair[names] = report.prompts_by_policy_pair.get(names, 0) + 1
-    with transaction(workspace.sessions) as session:
-        round_ = find_round(session, request.number)
-        if round_ is None or round_.status != "open":
-            raise UserError(
-                f"Round {request.number} was closed while generating; what was generated before "
-                "is kept, the rest is not. Generate into a new round."
-            )
-        add_samples_and_pairs(session, round_, samples, pairs)
-    report.prompts_added += len(chunk)
-    report.samples += len(samples)
-    report.pairs += len(pairs)
+    commit_chunk(workspace, request.number, samples, pairs, report, len(chunk))
     report.pairs_by_strategy[STRATEGY] = report.pairs_by_strategy.get(STRATEGY, 0) + len(pairs)

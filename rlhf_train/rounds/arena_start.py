@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -130,12 +129,7 @@ def start_arena_round(
     lock = workspace.logs_dir / "generate-from-app.pid"
     handle = _lock(lock)
     log = workspace.logs_dir / f"generate-round-{number}.log"
-    command = [
-        sys.executable,
-        "-m",
-        "rlhf_train.cli",
-        "--workspace",
-        str(workspace.root),
+    command = workspace.cli_command(
         "generate",
         "--round",
         str(number),
@@ -144,7 +138,7 @@ def start_arena_round(
         str(n_prompts),
         "--no-progress",
         *(["--adaptive"] if adaptive else []),
-    ]
+    )
     try:
         with log.open("a", encoding="utf-8") as out:
             process = subprocess.Popen(

@@ -157,7 +157,7 @@ def request_from_config(
     )
 
 
-def _stable_seed(*parts: object) -> int:
+def stable_seed(*parts: object) -> int:
     digest = hashlib.sha256(repr(parts).encode()).digest()
     return int.from_bytes(digest[:4], "big") & 0x7FFFFFFF
 
@@ -165,11 +165,11 @@ def _stable_seed(*parts: object) -> int:
 def _uses_previous(request: RoundRequest, prompt: Prompt) -> bool:
     if request.previous_policy is None:
         return False
-    draw = random.Random(_stable_seed(request.seed, request.number, prompt.id, "mix")).random()
+    draw = random.Random(stable_seed(request.seed, request.number, prompt.id, "mix")).random()
     return draw < request.previous_fraction
 
 
-def _samples_for(
+def samples_for(
     prompt: Prompt, policy: Model, completions: list[Completion], decoding: Decoding
 ) -> list[NewSample]:
     return [
@@ -320,7 +320,7 @@ def _generate_chunk(
     """Sample, pair and commit one chunk of prompts in one transaction."""
     k = request.samples_per_prompt
     mixed = [_uses_previous(request, prompt) for prompt in chunk]
-    chunk_seed = _stable_seed(request.seed, request.number, chunk[0].id)
+    chunk_seed = stable_seed(request.seed, request.number, chunk[0].id)
     new_counts = [(k + 1) // 2 if is_mixed else k for is_mixed in mixed]
     new_out = sample_completions(
         new.model,
@@ -346,12 +346,12 @@ def _generate_chunk(
     samples: list[NewSample] = []
     pairs: list[NewPair] = []
     for i, prompt in enumerate(chunk):
-        rng = random.Random(_stable_seed(request.seed, request.number, prompt.id, "pairs"))
+        rng = random.Random(stable_seed(request.seed, request.number, prompt.id, "pairs"))
         base = len(samples)
-        samples += _samples_for(prompt, new.row, new_out[i], request.decoding)
+        samples += samples_for(prompt, new.row, new_out[i], request.decoding)
         new_texts = [c.text for c in new_out[i]]
         if i in old_out and old is not None:
-            samples += _samples_for(prompt, old.row, old_out[i], request.decoding)
+            samples += samples_for(prompt, old.row, old_out[i], request.decoding)
             planned = pair_across(new_texts, [c.text for c in old_out[i]], rng, k // 2)
             strategy = "new_vs_previous"
         elif i in scores:
@@ -365,14 +365,27 @@ def _generate_chunk(
         report.pairs_by_strategy[strategy] = report.pairs_by_strategy.get(strategy, 0) + len(
             planned
         )
+    commit_chunk(workspace, request.number, samples, pairs, report, len(chunk))
+
+
+def commit_chunk(
+    workspace: Workspace,
+    number: int,
+    samples: list,
+    pairs: list,
+    report: GenerationReport,
+    prompts: int,
+) -> None:
+    """One chunk's samples and pairs in one transaction, into round `number` if it is
+    still open, and counted in `report`: a kill loses at most the chunk being written."""
     with transaction(workspace.sessions) as session:
-        round_ = find_round(session, request.number)
+        round_ = find_round(session, number)
         if round_ is None or round_.status != "open":
             raise UserError(
-                f"Round {request.number} was closed while generating; what was generated before "
+                f"Round {number} was closed while generating; what was generated before "
                 "is kept, the rest is not. Generate into a new round."
             )
         add_samples_and_pairs(session, round_, samples, pairs)
-    report.prompts_added += len(chunk)
+    report.prompts_added += prompts
     report.samples += len(samples)
     report.pairs += len(pairs)
