@@ -1,19 +1,10 @@
-"""pair leases and judgment counts
-
-Revision ID: 0002
-Revises: 0001
-Create Date: 2026-11-21 07:43:34.471534
-"""
-
-from collections.abc import Sequence
+"""pair leases and judgment counts"""
 
 import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0002"
 down_revision: str | None = "0001"
-branch_labels: str | Sequence[str] | None = None
-depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:

@@ -1,19 +1,10 @@
-"""retraining jobs (round runs, worker fields) and policy evaluations
-
-Revision ID: 0003
-Revises: 0002
-Create Date: 2026-11-21 12:30:00.000000
-"""
-
-from collections.abc import Sequence
+"""retraining jobs (round runs, worker fields) and policy evaluations"""
 
 import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0003"
 down_revision: str | None = "0002"
-branch_labels: str | Sequence[str] | None = None
-depends_on: str | Sequence[str] | None = None
 
 OLD_KINDS = ("sft", "reward", "ppo", "dpo", "rloo", "grpo")
 NEW_KINDS = (*OLD_KINDS, "round")

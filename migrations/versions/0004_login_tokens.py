@@ -1,19 +1,10 @@
-"""login tokens: a browser stays logged in across reloads
-
-Revision ID: 0004
-Revises: 0003
-Create Date: 2026-11-21 18:30:00.000000
-"""
-
-from collections.abc import Sequence
+"""login tokens: a browser stays logged in across reloads"""
 
 import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0004"
 down_revision: str | None = "0003"
-branch_labels: str | Sequence[str] | None = None
-depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:

@@ -1,20 +1,12 @@
 """lease sides and login failures: a lease keeps the side shown; names without an account
 lock like real ones
-
-Revision ID: 0005
-Revises: 0004
-Create Date: 2026-11-22 09:00:00.000000
 """
-
-from collections.abc import Sequence
 
 import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0005"
 down_revision: str | None = "0004"
-branch_labels: str | Sequence[str] | None = None
-depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:

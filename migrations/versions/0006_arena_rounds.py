@@ -1,19 +1,10 @@
-"""arena rounds: pairs of strategy "arena", and a round's arena plan
-
-Revision ID: 0006
-Revises: 0005
-Create Date: 2026-11-29 09:00:00.000000
-"""
-
-from collections.abc import Sequence
+"""arena rounds: pairs of strategy "arena", and a round's arena plan"""
 
 import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0006"
 down_revision: str | None = "0005"
-branch_labels: str | Sequence[str] | None = None
-depends_on: str | Sequence[str] | None = None
 
 OLD_STRATEGIES = "strategy IN ('random', 'new_vs_previous', 'uncertainty', 'imported')"
 NEW_STRATEGIES = "strategy IN ('random', 'new_vs_previous', 'uncertainty', 'imported', 'arena')"
