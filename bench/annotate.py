@@ -82,7 +82,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from common import CpuClock, cpu_clock, machine, run_benchmark
+from common import CpuClock, benchmark_main, cpu_clock, machine
 from sqlalchemy import Connection, Engine, Table, create_engine, inspect, text
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -901,9 +901,7 @@ def benchmark(root: Path, args: argparse.Namespace) -> dict[str, Any]:
     return figures
 
 
-def main() -> int:
-    args = parse_args()
-    return run_benchmark(args, "bench-annotate-", lambda folder: benchmark(folder, args))
+main = benchmark_main(parse_args, "bench-annotate-", benchmark)
 
 
 if __name__ == "__main__":

@@ -94,3 +94,17 @@ def run_benchmark(args, prefix: str, benchmark: Callable[[Path], dict[str, objec
         write_json(args.out, figures)
         print(f"Wrote {args.out}")
     return 0
+
+
+def benchmark_main(
+    parse_args: Callable[[], object],
+    prefix: str,
+    benchmark: Callable[[Path, object], dict[str, object]],
+) -> Callable[[], int]:
+    """The main of a benchmark that needs only its folder and its arguments."""
+
+    def main() -> int:
+        args = parse_args()
+        return run_benchmark(args, prefix, lambda folder: benchmark(folder, args))
+
+    return main

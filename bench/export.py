@@ -54,7 +54,7 @@ from typing import Any
 
 import datasets
 import numpy as np
-from common import machine, run_benchmark
+from common import benchmark_main, machine
 from sqlalchemy import Connection, Table, func, select
 
 from db.models import Base, Judgment, Pair, Round
@@ -589,9 +589,7 @@ def benchmark(folder: Path, args: argparse.Namespace) -> dict[str, object]:
     return figures
 
 
-def main() -> int:
-    args = parse_args()
-    return run_benchmark(args, "bench-export-", lambda folder: benchmark(folder, args))
+main = benchmark_main(parse_args, "bench-export-", benchmark)
 
 
 if __name__ == "__main__":

@@ -84,7 +84,7 @@ from typing import Any
 
 import datasets
 import torch
-from common import cpu_clock, machine, other_cores, run_benchmark
+from common import benchmark_main, cpu_clock, machine, other_cores
 
 import rlhf_train.reward.train as reward_module
 from db.engine import transaction
@@ -577,9 +577,7 @@ def benchmark(root: Path, args: argparse.Namespace) -> dict[str, object]:
     return figures
 
 
-def main() -> int:
-    args = parse_args()
-    return run_benchmark(args, "bench-reward-", lambda folder: benchmark(folder, args))
+main = benchmark_main(parse_args, "bench-reward-", benchmark)
 
 
 if __name__ == "__main__":

@@ -57,9 +57,9 @@ def sft_ws(sqlite_workspace: Workspace):
     opened.engine.dispose()
 
 
-@pytest.fixture(scope="module")
-def policy(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_tiny_policy(tmp_path_factory.mktemp("sft-policy"), seed=0)
+@pytest.fixture
+def policy(tiny_policy: Path) -> Path:
+    return tiny_policy  # SFT trains a copy and never writes into its starting folder
 
 
 @pytest.fixture(scope="module")
