@@ -12,6 +12,22 @@ from rlhf_train.rounds.generate import RoundRequest
 TINY_DECODING = Decoding(max_new_tokens=6, temperature=1.0, top_p=1.0, batch_size=4)
 
 
+def write_file(folder: Path, name: str, content: str | bytes) -> Path:
+    """`folder / name` holding `content`: bytes as they are, text as UTF-8."""
+    path = folder / name
+    if isinstance(content, bytes):
+        path.write_bytes(content)
+    else:
+        path.write_text(content, encoding="utf-8")
+    return path
+
+
+def set_environment(monkeypatch, variables: dict[str, str]) -> None:
+    """Set RLHF_* settings (or any variables) for the test, undone after it."""
+    for key, value in variables.items():
+        monkeypatch.setenv(key, value)
+
+
 def round_request(policy: Path | str, **changes: object) -> RoundRequest:
     """A request for round 1 of 5 prompts with two samples each, unless `changes` say otherwise."""
     fields: dict[str, object] = dict(

@@ -14,7 +14,7 @@ from db.prompts import add_prompts
 from rlhf_train.models.builtin import BUILTIN_MODELS
 from rlhf_train.models.sampling import Decoding
 from rlhf_train.rounds.generate import generate_round
-from tests.helpers import round_request
+from tests.helpers import round_request, set_environment
 
 
 def test_reward_backbone_loads_as_a_scalar_head_offline(tmp_path) -> None:
@@ -69,18 +69,20 @@ def test_default_models_train_end_to_end(tmp_path, monkeypatch) -> None:
     from rlhf_train.cli import main
     from tests.test_reward import make_export
 
-    for key, value in {
-        "RLHF_RUNTIME_THREADS": "2",
-        "RLHF_SFT_MAX_LENGTH": "32",
-        "RLHF_SFT_BATCH_SIZE": "2",
-        "RLHF_REWARD_MAX_LENGTH": "32",
-        "RLHF_REWARD_BATCH_SIZE": "4",
-        "RLHF_OPTIMIZE_BATCH_SIZE": "2",
-        "RLHF_OPTIMIZE_MAX_NEW_TOKENS": "6",
-        "RLHF_PPO_MINIBATCH_SIZE": "2",
-        "RLHF_PPO_PPO_EPOCHS": "1",
-    }.items():
-        monkeypatch.setenv(key, value)
+    set_environment(
+        monkeypatch,
+        {
+            "RLHF_RUNTIME_THREADS": "2",
+            "RLHF_SFT_MAX_LENGTH": "32",
+            "RLHF_SFT_BATCH_SIZE": "2",
+            "RLHF_REWARD_MAX_LENGTH": "32",
+            "RLHF_REWARD_BATCH_SIZE": "4",
+            "RLHF_OPTIMIZE_BATCH_SIZE": "2",
+            "RLHF_OPTIMIZE_MAX_NEW_TOKENS": "6",
+            "RLHF_PPO_MINIBATCH_SIZE": "2",
+            "RLHF_PPO_PPO_EPOCHS": "1",
+        },
+    )
     root = tmp_path / "ws"
     rlhf = ["--workspace", str(root)]
     assert main([*rlhf, "init"]) == 0

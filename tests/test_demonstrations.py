@@ -17,17 +17,12 @@ from rlhf_train.sft.demonstrations import (
     read_demonstrations,
     split_held_out,
 )
+from tests.helpers import write_file
 
 CHAT = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello!"}]
 
 
-def _write(tmp_path: Path, name: str, content: str | bytes) -> Path:
-    path = tmp_path / name
-    if isinstance(content, bytes):
-        path.write_bytes(content)
-    else:
-        path.write_text(content, encoding="utf-8")
-    return path
+_write = write_file
 
 
 def _jsonl(tmp_path: Path, records: list[object], name: str = "demos.jsonl") -> Path:

@@ -19,6 +19,7 @@ from rlhf_train.cli import main
 from rlhf_train.errors import UserError
 from rlhf_train.models.folder import check_model_name
 from rlhf_train.sft.demonstrations import read_demonstrations
+from tests.helpers import write_file
 
 Run = Callable[..., tuple[int, str, str]]
 PAIR = {"prompt": "p", "chosen": "a", "rejected": "b"}
@@ -77,12 +78,7 @@ def _refused(run: Run, args: tuple[str, ...], expected: str, stdin: str = "") ->
 
 
 def _file(tmp_path: Path, name: str, content: str | bytes) -> str:
-    path = tmp_path / name
-    if isinstance(content, bytes):
-        path.write_bytes(content)
-    else:
-        path.write_text(content, encoding="utf-8")
-    return str(path)
+    return str(write_file(tmp_path, name, content))
 
 
 # ---- prompts import -------------------------------------------------------------------

@@ -18,6 +18,7 @@ from rlhf_train.policy.ppo import PPOConfig, PPOTrainer
 from rlhf_train.runs.record import run_checkpoints
 from rlhf_train.runs.trainer_args import last_checkpoint
 from rlhf_train.workspace import Workspace
+from tests.helpers import set_environment
 
 PROMPTS = [PromptInput(f"This film number {i} was", False) for i in range(32)]
 FAST = dict(
@@ -128,13 +129,15 @@ def test_responses_without_an_end_token_are_penalized(tiny_policy) -> None:
 
 @pytest.fixture
 def ppo_ws(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    for key, value in {
-        "RLHF_RUNTIME_THREADS": "1",
-        "RLHF_RUNTIME_DEVICE": "cpu",
-        "RLHF_OPTIMIZE_MAX_NEW_TOKENS": "8",
-        "RLHF_OPTIMIZE_LEARNING_RATE": "0.003",
-    }.items():
-        monkeypatch.setenv(key, value)
+    set_environment(
+        monkeypatch,
+        {
+            "RLHF_RUNTIME_THREADS": "1",
+            "RLHF_RUNTIME_DEVICE": "cpu",
+            "RLHF_OPTIMIZE_MAX_NEW_TOKENS": "8",
+            "RLHF_OPTIMIZE_LEARNING_RATE": "0.003",
+        },
+    )
     root = tmp_path / "ws"
     assert main(["--workspace", str(root), "init"]) == 0
     (tmp_path / "rewards.py").write_text(
