@@ -47,14 +47,21 @@ def build_tokenizer(chat_template: bool = True) -> PreTrainedTokenizerFast:
     return wrapped
 
 
+# Two layers of width 32: every tiny model of the tests, Llama or BERT, trains in
+# milliseconds per step.
+TINY_SIZES = {
+    "hidden_size": 32,
+    "intermediate_size": 64,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+}
+
+
 def tiny_llama_config(tokenizer: PreTrainedTokenizerFast, **extra: object) -> LlamaConfig:
     """Two layers, hidden size 32: a Llama that trains in milliseconds per step."""
     return LlamaConfig(
         vocab_size=len(tokenizer),
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
+        **TINY_SIZES,
         num_key_value_heads=2,
         max_position_embeddings=256,
         eos_token_id=tokenizer.eos_token_id,
@@ -126,10 +133,7 @@ def build_tiny_bert_backbone(folder: Path, seed: int = 0, head_bias: float = 0.0
     torch.manual_seed(seed)
     config = BertConfig(
         vocab_size=len(tokenizer),
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        intermediate_size=64,
+        **TINY_SIZES,
         max_position_embeddings=128,
         num_labels=1,
         pad_token_id=tokenizer.pad_token_id,
