@@ -104,15 +104,21 @@ def test_chat_prompts_use_the_template(workspace, tiny_policy) -> None:
     assert all(decoding["chat_template"] is True for decoding in decodings)
 
 
-def test_new_against_previous_policy(workspace, tiny_policy, tiny_policy_v2) -> None:
-    _add_prompts(workspace, 12)
-    request = round_request(
-        tiny_policy_v2,
-        previous_policy=str(tiny_policy),
-        n_prompts=12,
-        samples_per_prompt=2,
+def _new_vs_previous(workspace, new, previous, n_prompts: int, **changes: object):
+    """`n_prompts` stored prompts and a round request of `new` against `previous`, half
+    of the prompts new-vs-previous."""
+    _add_prompts(workspace, n_prompts)
+    return round_request(
+        new,
+        previous_policy=str(previous),
+        n_prompts=n_prompts,
         previous_fraction=0.5,
+        **changes,
     )
+
+
+def test_new_against_previous_policy(workspace, tiny_policy, tiny_policy_v2) -> None:
+    request = _new_vs_previous(workspace, tiny_policy_v2, tiny_policy, 12, samples_per_prompt=2)
     report = generate_round(workspace, request, False)
     with workspace.sessions() as session:
         round_ = session.scalar(select(Round))
@@ -312,13 +318,12 @@ def test_uncertainty_without_a_reward_model_writes_nothing(workspace, tiny_polic
 def test_uncertainty_alongside_new_vs_previous(
     workspace, tiny_policy, tiny_policy_v2, tmp_path
 ) -> None:
-    _add_prompts(workspace, 8)
-    request = round_request(
+    request = _new_vs_previous(
+        workspace,
         tiny_policy_v2,
-        previous_policy=str(tiny_policy),
-        n_prompts=8,
+        tiny_policy,
+        8,
         samples_per_prompt=4,
-        previous_fraction=0.5,
         pair_strategy="uncertainty",
         reward=_length_reward(tmp_path),
     )
