@@ -22,6 +22,25 @@ def write_file(folder: Path, name: str, content: str | bytes) -> Path:
     return path
 
 
+def two_samples(prompt_id: int, policy_id: int, round_id: int) -> list:
+    """Samples "a" and "b" of one prompt by one policy: the least a pair needs."""
+    from db.models import Sample
+
+    return [
+        Sample(
+            prompt_id=prompt_id,
+            policy_id=policy_id,
+            round_id=round_id,
+            text=text,
+            decoding={},
+            seed=0,
+            token_count=1,
+            finished=True,
+        )
+        for text in ("a", "b")
+    ]
+
+
 def set_environment(monkeypatch, variables: dict[str, str]) -> None:
     """Set RLHF_* settings (or any variables) for the test, undone after it."""
     for key, value in variables.items():

@@ -27,7 +27,7 @@ from rlhf_train.rounds.pairing import (
     policy_pairs,
     remaining_schedule,
 )
-from tests.helpers import TINY_DECODING, record_votes, round_request, store_prompts
+from tests.helpers import TINY_DECODING, record_votes, round_request, store_prompts, two_samples
 from tests.tiny_models import build_tiny_policy
 
 
@@ -319,19 +319,7 @@ def test_migration_allows_arena_pairs_and_downgrade_relabels_them(tmp_path) -> N
         round_ = Round(number=1, status="open", overlap=1, gold_rate=0.0, arena_plan={"seed": 0})
         session.add(round_)
         session.flush()
-        samples = [
-            Sample(
-                prompt_id=prompt.id,
-                policy_id=policy.id,
-                round_id=round_.id,
-                text=t,
-                decoding={},
-                seed=0,
-                token_count=1,
-                finished=True,
-            )
-            for t in "ab"
-        ]
+        samples = two_samples(prompt.id, policy.id, round_.id)
         session.add_all(samples)
         session.flush()
         session.add(

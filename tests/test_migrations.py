@@ -17,12 +17,12 @@ from db.models import (
     PairLease,
     Prompt,
     Round,
-    Sample,
     TrainingRun,
     User,
     utcnow,
 )
 from migrations.runner import current_revision, downgrade, head_revision, upgrade
+from tests.helpers import two_samples
 
 
 def _differences(engine) -> list:
@@ -41,18 +41,7 @@ def _fill_every_table(engine) -> None:
         prompt = Prompt(text="Hello", source="test", content_hash="h" * 64)
         session.add_all([round_, prompt])
         session.flush()
-        samples = [
-            Sample(
-                prompt_id=prompt.id,
-                policy_id=policy.id,
-                round_id=round_.id,
-                text=text,
-                seed=0,
-                token_count=1,
-                finished=True,
-            )
-            for text in ("a", "b")
-        ]
+        samples = two_samples(prompt.id, policy.id, round_.id)
         session.add_all(samples)
         session.flush()
         pair = Pair(
