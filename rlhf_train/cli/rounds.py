@@ -6,7 +6,14 @@ from __future__ import annotations
 import argparse
 import signal
 
-from rlhf_train.cli.common import Commands, add_command, add_group, finite_float, open_workspace
+from rlhf_train.cli.common import (
+    Commands,
+    add_command,
+    add_group,
+    finite_float,
+    open_workspace,
+    options_from,
+)
 from rlhf_train.config import setting_help
 from rlhf_train.errors import UserError
 
@@ -98,18 +105,13 @@ def next_round_options(args: argparse.Namespace):
     """The flags of add_next_round_flags as the loop's options (rounds next and simulate)."""
     from rlhf_train.loop.round_next import NextRoundOptions
 
-    return NextRoundOptions(
-        optimizer=args.optimizer,
+    return options_from(
+        NextRoundOptions,
+        args,
         round_number=args.round,
-        cumulative=args.cumulative,
-        pair_strategy=args.pair_strategy,
-        lora=args.lora,
-        reward_max_steps=args.reward_max_steps,
         optimize_max_steps=args.max_steps,
         optimize_time_limit=args.time_limit,
-        next_prompts=args.next_prompts,
         notes=args.notes or "",
-        progress=not args.no_progress,
     )
 
 
