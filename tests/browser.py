@@ -76,6 +76,15 @@ def poll(condition, timeout: float = 20.0) -> None:
         time.sleep(0.05)
 
 
+def poll_page(page, condition, timeout: float = 20.0) -> None:
+    """poll(), for a condition that a Playwright event handler (page.route, page.on) makes
+    true: the sync API runs handlers only inside its own calls, so the wait is one."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        page.wait_for_timeout(50)
+
+
 def login_cookie(page, name: str = "prefloop_login") -> dict | None:
     """The browser's login cookie, as Playwright reports it, or None."""
     found = [cookie for cookie in page.context.cookies() if cookie["name"] == name]

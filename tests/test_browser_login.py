@@ -18,7 +18,7 @@ from tests.browser import (
     log_in,
     log_in_and_keep,
     login_cookie,
-    poll,
+    poll_page,
     require_chromium,
     shows_login_form,
     submit_login,
@@ -86,7 +86,7 @@ def test_over_https_the_login_cookie_is_secure(app_db, new_page) -> None:
     log_in(page, app_db.base_url, "ann")
     # The page may post its code more than once (it offers it on every run until the
     # server has seen it); the answers after the first carry no cookie.
-    poll(lambda: any(header.startswith(f"{COOKIE}=") for header in set_cookies))
+    poll_page(page, lambda: any(header.startswith(f"{COOKIE}=") for header in set_cookies))
     header = next(header for header in set_cookies if header.startswith(f"{COOKIE}="))
     attributes = [part.strip().lower() for part in header.split(";")]
     assert attributes[0].startswith(f"{COOKIE}=")
