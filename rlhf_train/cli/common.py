@@ -11,6 +11,8 @@ from collections.abc import Callable
 from textwrap import dedent
 from typing import Any, TypeVar
 
+from rlhf_train.config import setting_help
+
 Handler = Callable[[argparse.Namespace], int]
 Commands = argparse._SubParsersAction
 
@@ -87,3 +89,9 @@ def options_from(cls: type[OptionsT], args: argparse.Namespace, **given: Any) ->
         elif hasattr(args, field.name):
             values[field.name] = getattr(args, field.name)
     return cls(**values)
+
+
+def add_optimizer_budget(parser: argparse.ArgumentParser, time_limit_help: str) -> None:
+    """--max-steps and --time-limit, the optimizer's budget, for `train` and `rounds next`."""
+    parser.add_argument("--max-steps", type=int, help=setting_help("optimize.steps"))
+    parser.add_argument("--time-limit", type=finite_float, metavar="MINUTES", help=time_limit_help)

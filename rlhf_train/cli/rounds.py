@@ -10,7 +10,7 @@ from rlhf_train.cli.common import (
     Commands,
     add_command,
     add_group,
-    finite_float,
+    add_optimizer_budget,
     open_workspace,
     options_from,
 )
@@ -151,12 +151,8 @@ def add_next_round_flags(parser: argparse.ArgumentParser) -> None:
         help="for the next round: " + setting_help("generation.pair_strategy"),
     )
     parser.add_argument("--lora", action="store_true", help="optimize a LoRA adapter ([lora])")
-    parser.add_argument("--max-steps", type=int, help=setting_help("optimize.steps"))
-    parser.add_argument(
-        "--time-limit",
-        type=finite_float,
-        metavar="MINUTES",
-        help="stop the optimizer after the step that passes this budget, keeping its result",
+    add_optimizer_budget(
+        parser, "stop the optimizer after the step that passes this budget, keeping its result"
     )
     parser.add_argument("--reward-max-steps", type=int, help="reward model training steps")
     parser.add_argument("--next-prompts", type=int, help=setting_help("loop.next_prompts"))

@@ -9,7 +9,7 @@ from rlhf_train.cli.common import (
     Commands,
     add_command,
     add_group,
-    finite_float,
+    add_optimizer_budget,
     open_workspace,
     options_from,
     quiet_if_asked,
@@ -310,12 +310,8 @@ def _add_policy_commands(train_commands: Commands) -> None:
         )
         _add_lora_flags(parser)
         parser.add_argument("--promote", action="store_true", help="make it the current policy")
-        parser.add_argument("--max-steps", type=int, help=setting_help("optimize.steps"))
-        parser.add_argument(
-            "--time-limit",
-            type=finite_float,
-            metavar="MINUTES",
-            help="stop after the step that passes this wall-clock budget, keeping the result",
+        add_optimizer_budget(
+            parser, "stop after the step that passes this wall-clock budget, keeping the result"
         )
         _add_optimize_flags(
             parser,
