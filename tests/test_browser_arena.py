@@ -14,7 +14,14 @@ from db.registry import register_model
 from rlhf_train.rounds.arena import arena_request, generate_arena_round
 from rlhf_train.workspace import Workspace
 from rlhf_train.workspace_setup import init_workspace
-from tests.browser import assert_no_app_exception, poll, require_chromium, wait_for_pair
+from tests.browser import (
+    assert_no_app_exception,
+    poll,
+    require_chromium,
+    wait_for_judgments_today,
+    wait_for_pair,
+    wait_selected,
+)
 from tests.browser_fixtures import AppDb, set_texts
 from tests.helpers import round_request, store_prompts
 from tests.tiny_models import build_tiny_policy
@@ -52,17 +59,17 @@ def test_the_annotate_page_names_no_policy(arena_workspace, serve, new_page) -> 
     with arena_workspace.sessions() as session:
         assert session.scalar(select(func.count()).select_from(Pair)) == 3
     _user, page = _app(arena_workspace, serve).logged_in(new_page, "ann")
-    for _ in range(3):  # every pair of the round, each from another pair of policies
+    for judged in range(1, 4):  # every pair of the round, each from another pair of policies
         wait_for_pair(page)
         html, text = page.content(), page.locator("body").inner_text()
         for name in (*NAMES, "/models/m"):
             assert name not in html and name not in text
         page.get_by_role("button", name="Left is better").click()
+        wait_selected(page, "choice_left")
         page.get_by_role("button", name="Submit").click()
-        page.wait_for_function(
-            "(before) => !document.body.innerText.includes(before)",
-            arg=page.locator('.st-key-prompt [data-testid="stText"]').inner_text(),
-        )
+        # Counted on the page, not read from it after the click: the next pair may be on
+        # screen already by then.
+        wait_for_judgments_today(page, judged)
     assert_no_app_exception(page)
 
 
