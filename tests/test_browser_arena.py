@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from playwright.sync_api import TimeoutError as PlaywrightTimeout
 from sqlalchemy import func, select
 
 from db.engine import transaction
@@ -20,6 +21,7 @@ from tests.browser import (
     require_chromium,
     wait_for_judgments_today,
     wait_for_pair,
+    wait_idle,
     wait_selected,
 )
 from tests.browser_fixtures import AppDb, set_texts
@@ -74,9 +76,21 @@ def test_the_annotate_page_names_no_policy(arena_workspace, serve, new_page) -> 
 
 
 def _choose(page, name: str) -> None:
-    page.locator('.st-key-arena_policies [data-testid="stMultiSelect"]').click()
-    page.get_by_role("option", name=name).click()
+    """Pick `name` in the Policies box. A click that lands while the expander opens or the
+    form reruns leaves the list closed, so the box is clicked until its list shows."""
+    box = page.locator('.st-key-arena_policies [data-testid="stMultiSelect"]')
+    option = page.get_by_role("option", name=name)
+    wait_idle(page)
+    for _attempt in range(5):
+        box.click()
+        try:
+            option.wait_for(timeout=3000)
+            break
+        except PlaywrightTimeout:
+            page.keyboard.press("Escape")
+    option.click()
     page.keyboard.press("Escape")
+    box.get_by_text(name).wait_for()
 
 
 def test_a_lead_starts_an_arena_round_from_the_rounds_page(
