@@ -417,6 +417,12 @@ class WorkerSettings:
     stale_after_seconds: float = setting(
         120.0, "a running run without a heartbeat for this many seconds is marked failed", ABOVE_0
     )
+    launcher: str = setting(
+        "",
+        "the command that starts a retraining job's reward, optimize, evaluate and generate "
+        'steps in several processes, e.g. "accelerate launch --multi_gpu --num_processes 8"; '
+        "empty runs every step in one process",
+    )
 
 
 @dataclass(frozen=True)

@@ -62,3 +62,25 @@ def from_main_process(compute: Callable[[], T]) -> T:
     if box[1]:
         raise SystemExit(2)
     return box[0]  # type: ignore[return-value]
+
+
+def process_count() -> int:
+    """How many processes run this command: the launch's world size, 1 alone."""
+    return _state().num_processes
+
+
+def process_index() -> int:
+    """This process's rank in the launch, 0 alone."""
+    return _state().process_index
+
+
+def gather_to_all(value: T) -> list[T]:
+    """`value` of every process, in rank order, in every process (`[value]` alone)."""
+    state = _state()
+    if state.num_processes == 1:
+        return [value]
+    import torch.distributed as dist
+
+    gathered: list[T | None] = [None] * state.num_processes
+    dist.all_gather_object(gathered, value)
+    return gathered  # type: ignore[return-value]

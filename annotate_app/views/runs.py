@@ -38,6 +38,7 @@ from db.models import TrainingRun, utcnow
 from db.retraining import enqueue_retraining
 from db.runs import ACTIVE, RETRYABLE, child_runs, list_runs, request_cancel, retry_run
 from rlhf_train.config import LoopSettings
+from rlhf_train.loop.launcher import check_workspace_launcher
 
 REFRESH_SECONDS = 2.0
 NOTICE_KEY = "runs_notice"
@@ -66,6 +67,8 @@ with st.form("start_retraining"):
     submitted = st.form_submit_button("Start retraining")
 if submitted:
     try:
+        # A launcher that cannot start is refused now, not when the worker takes the job.
+        check_workspace_launcher(workspace_root())
         with write() as session:
             job = enqueue_retraining(
                 session,
@@ -119,6 +122,10 @@ def _detail(run: TrainingRun, steps: list[TrainingRun]) -> None:
     heartbeat.metric("Heartbeat", age(run.heartbeat_at, utcnow()))
     if run.worker:
         st.text(f"Worker: {run.worker}")
+    processes = (run.metrics or {}).get("processes")
+    if processes:
+        # Recorded when the run started (a job: the most any of its steps used).
+        st.text(f"Processes: {processes}")
     if run.status == "running" and run.cancel_requested:
         st.warning("Cancel requested: the worker stops the run at its next check.")
     error = run_error(run)

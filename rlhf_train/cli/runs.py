@@ -22,6 +22,21 @@ def cmd_runs_execute(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_runs_step(args: argparse.Namespace) -> int:
+    """What each rank of a launched step runs (`[worker] launcher`): one step of a job."""
+    from rlhf_train.loop.launched import die_with_parent
+    from rlhf_train.loop.round_next import run_step
+    from rlhf_train.models.loading import configure_threads
+
+    # A rank whose launcher is gone has nobody to report to: it ends at once.
+    die_with_parent(signal.SIGKILL)
+    workspace = open_workspace(args)
+    configure_threads(workspace.config.runtime.threads)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    run_step(workspace, args.run, args.step)
+    return 0
+
+
 def cmd_worker(args: argparse.Namespace) -> int:
     from rlhf_train.loop.worker import ParentGone, run_worker
 
@@ -146,3 +161,13 @@ def add_commands(commands: Commands) -> None:
         "rlhf runs execute 7",
     )
     execute.add_argument("run", type=int)
+    step = add_command(
+        runs_commands,
+        "step",
+        cmd_runs_step,
+        "Run one step of a claimed retraining job in this rank (what a job starts under "
+        "[worker] launcher, once per process).",
+        "accelerate launch --multi_gpu --num_processes 2 -m rlhf_train.cli runs step 7 optimize",
+    )
+    step.add_argument("run", type=int)
+    step.add_argument("step", choices=["reward", "optimize", "evaluate", "generate"])

@@ -16,6 +16,11 @@ learn from; so a policy leads back to its job, its export and the judgments behi
 A job that stops (an error, a cancel, a dead machine) keeps what finished: run again,
 it skips the finished steps and resumes an unfinished training from its checkpoint.
 Nothing is promoted before its training and evaluation finished.
+
+With `[worker] launcher` set, the steps that train or sample (reward, optimize, evaluate,
+generate) run as `LAUNCHER -m rlhf_train.cli ... runs step JOB STEP` (`run_step`): every
+rank runs the step, the launch's main rank records it; close, export and promote, and the
+job's own record, stay in this process (loop.launched has the process handling).
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ from db.round_admin import set_status
 from db.runs import child_runs
 from rlhf_train.db_retry import with_retries
 from rlhf_train.errors import UserError
+from rlhf_train.loop.launcher import Launcher, parse_launcher
 from rlhf_train.runs.record import (
     RunLog,
     finish_run,
@@ -47,6 +53,8 @@ from rlhf_train.runs.trainer_args import last_checkpoint
 from rlhf_train.workspace import Workspace
 
 STEPS = ("close", "export", "reward", "optimize", "evaluate", "promote", "generate")
+# The steps that train or sample, which the launcher runs in several processes.
+LAUNCHED_STEPS = ("reward", "optimize", "evaluate", "generate")
 
 
 @dataclass(frozen=True)
@@ -89,8 +97,11 @@ def queue_next_round(
     created_by_id: int | None = None,
     requested_in: str = "cli",
 ) -> int:
-    """Check and queue a retraining job; `rlhf worker` (or `run_job`) runs it."""
+    """Check and queue a retraining job; `rlhf worker` (or `run_job`) runs it.
+
+    A [worker] launcher that cannot start is refused here, before anything is queued."""
     _check_options(options)
+    parse_launcher(workspace.config.worker.launcher, workspace.root)
     config = options.recorded() | {"requested_in": requested_in}
     with transaction(workspace.sessions) as session:
         job = enqueue_retraining(
@@ -137,7 +148,8 @@ def options_of(job: TrainingRun) -> NextRoundOptions:
 class Job:
     """A claimed retraining job: its row, its log, and the record of its steps."""
 
-    def __init__(self, workspace: Workspace, job_id: int) -> None:
+    def __init__(self, workspace: Workspace, job_id: int, writes: bool = True) -> None:
+        """`writes`: False in the ranks of a launched step other than its main one."""
         self.workspace = workspace
         self.id = job_id
         with workspace.sessions() as session:
@@ -156,8 +168,15 @@ class Job:
             self.round_number = round_.number
             self.round_policy_id = round_.policy_id
         self.log = RunLog(workspace, job_id)
-        with transaction(workspace.sessions) as session:
-            session.get(TrainingRun, job_id).log_path = str(self.log.path)
+        if writes:
+            with transaction(workspace.sessions) as session:
+                session.get(TrainingRun, job_id).log_path = str(self.log.path)
+
+    def reload_steps(self) -> None:
+        """The steps as recorded, after a launched step recorded one in another process."""
+        with self.workspace.sessions() as session:
+            row = session.get(TrainingRun, self.id)
+            self.steps = dict((row.metrics or {}).get("steps", {}))
 
     def step_done(self, name: str) -> bool:
         return bool(self.steps.get(name, {}).get("done"))
@@ -165,19 +184,30 @@ class Job:
     def output(self, name: str, key: str) -> Any:
         return self.steps[name]["outputs"][key]
 
-    def record(self, name: str, inputs: dict[str, Any], outputs: dict[str, Any], seconds: float):
+    def record(
+        self,
+        name: str,
+        inputs: dict[str, Any],
+        outputs: dict[str, Any],
+        seconds: float,
+        processes: int = 1,
+    ):
         self.steps[name] = {
             "done": True,
             "inputs": inputs,
             "outputs": outputs,
             "seconds": round(seconds, 1),
+            "processes": processes,
         }
         done = sum(self.step_done(step) for step in STEPS)
 
         def write() -> None:
             with transaction(self.workspace.sessions) as session:
                 row = session.get(TrainingRun, self.id)
-                row.metrics = dict(row.metrics or {}) | {"steps": self.steps}
+                metrics = dict(row.metrics or {})
+                # The most any step used: what `rlhf runs show` reports for the job.
+                used = max(processes, metrics.get("processes") or 1)
+                row.metrics = metrics | {"steps": self.steps, "processes": used}
                 row.progress = done / len(STEPS)
                 row.heartbeat_at = utcnow()
 
@@ -202,10 +232,16 @@ def run_job(workspace: Workspace, job_id: int) -> RoundOutcome:
     """
     job = Job(workspace, job_id)
     with outcome_recorded(workspace, job_id), part_of_job(job_id, job.round_id):
+        launcher = parse_launcher(workspace.config.worker.launcher, workspace.root)
         for name in STEPS:
             if job.step_done(name):
                 continue
+            launched = launcher is not None and name in LAUNCHED_STEPS
+            _check_same_processes(job, name, launcher.processes if launched else 1)
             job.starting(name)
+            if launched:
+                _launch_step(job, name, launcher)
+                continue
             started = time.perf_counter()
             inputs, outputs = STEP_FUNCTIONS[name](job)
             job.record(name, inputs, outputs, time.perf_counter() - started)
@@ -231,6 +267,113 @@ def run_job(workspace: Workspace, job_id: int) -> RoundOutcome:
             job.output("optimize", "policy_id"),
         )
     return outcome
+
+
+def run_step(workspace: Workspace, job_id: int, name: str) -> None:
+    """One step of job `job_id` in a rank of a launch (`rlhf runs step`): every rank does
+    its share, the main rank records the step (and a user error, for the job's message).
+
+    Evaluation runs in the main rank alone, the others waiting for it: it samples a few
+    held-out prompts, and its report and record are written once.
+    """
+    from rlhf_train.distributed import from_main_process, is_main_process, process_count
+
+    if name not in LAUNCHED_STEPS:
+        raise UserError(f"Step {name!r} is not launched; use one of {', '.join(LAUNCHED_STEPS)}.")
+    main = is_main_process()
+    job = Job(workspace, job_id, writes=main)
+    started = time.perf_counter()
+    with part_of_job(job.id, job.round_id):
+        try:
+            if name == "evaluate":
+                inputs, outputs = from_main_process(lambda: _evaluate(job))
+            else:
+                inputs, outputs = STEP_FUNCTIONS[name](job)
+        except UserError as exc:
+            if main:
+                _set_launched_error(job, str(exc))
+            raise
+    if main:
+        job.record(name, inputs, outputs, time.perf_counter() - started, process_count())
+
+
+def _set_launched_error(job: Job, error: str | None) -> None:
+    def write() -> None:
+        with transaction(job.workspace.sessions) as session:
+            row = session.get(TrainingRun, job.id)
+            row.metrics = dict(row.metrics or {}) | {"launched_error": error}
+
+    with_retries(write, f"recording the error of a step of run {job.id}")
+
+
+def _launched_error(job: Job) -> str | None:
+    with job.workspace.sessions() as session:
+        return (session.get(TrainingRun, job.id).metrics or {}).get("launched_error")
+
+
+def _launch_step(job: Job, name: str, launcher: Launcher) -> None:
+    """Step `name` under the launcher; this process waits, the launch's main rank records.
+
+    A failure or a cancel stops every rank, and settles the step's runs that a killed
+    rank could not settle itself."""
+    from rlhf_train.loop.launched import run_launched
+
+    _set_launched_error(job, None)
+    command = launcher.command(job.workspace.cli_command("runs", "step", str(job.id), name))
+    log_hint = f"the job's output ({job.workspace.logs_dir / f'run-{job.id}.log'} under a worker)"
+    try:
+        run_launched(command, f"step {name} of run {job.id}", log_hint)
+    except BaseException as exc:
+        cancelled = isinstance(exc, KeyboardInterrupt)
+        recorded = None if cancelled else _launched_error(job)
+        _settle_step_runs(job, "cancelled" if cancelled else "failed", recorded or str(exc))
+        if recorded is not None:
+            raise UserError(recorded) from exc
+        raise
+    job.reload_steps()
+    if not job.step_done(name):
+        raise UserError(
+            f"Step {name} of run {job.id} ended without recording its outcome; see {log_hint} "
+            "and retry the run."
+        )
+
+
+def _settle_step_runs(job: Job, status: str, error: str) -> None:
+    """The job's step runs still marked running (their main rank was killed) get `status`."""
+
+    def write() -> None:
+        with transaction(job.workspace.sessions) as session:
+            for run in child_runs(session, job.id):
+                if run.status == "running":
+                    run.status = status
+                    run.finished_at = utcnow()
+                    run.metrics = dict(run.metrics or {}) | {"error": error}
+
+    with_retries(write, f"recording the outcome of the step runs of run {job.id}")
+
+
+def _check_same_processes(job: Job, name: str, processes: int | None) -> None:
+    """A training resumed from its checkpoint runs with the processes it started with."""
+    kind = {"reward": "reward", "optimize": job.optimizer}.get(name)
+    resumable = _resumable_child(job, kind) if kind is not None else None
+    if resumable is None:
+        return
+    with job.workspace.sessions() as session:
+        recorded = (session.get(TrainingRun, resumable).metrics or {}).get("processes")
+    if recorded is None or recorded == processes:
+        return
+    if processes is None:
+        print(
+            f"warning: run {resumable} checkpointed with {recorded} processes and the "
+            "launcher does not say how many it starts; it resumes only with as many.",
+            flush=True,
+        )
+        return
+    raise UserError(
+        f"Run {resumable} (step {name} of run {job.id}) checkpointed with {recorded} "
+        f"processes, and {processes} would resume it; set [worker] launcher back to "
+        f"{recorded} processes to resume it, or cancel this job and queue a new one."
+    )
 
 
 def run_here(workspace: Workspace, job_id: int, holder: str | None = None) -> RoundOutcome:
@@ -332,14 +475,16 @@ def _free_name(job: Job, base: str) -> str:
 
 def _train_step(
     job: Job, kind: str, train: Callable[[bool, int | None], Any]
-) -> tuple[int, str, int]:
+) -> tuple[int | None, str | None, int | None]:
     """(model id, name, run id) of the step's training: already finished, resumed from a
-    checkpoint, or started now."""
+    checkpoint, or started now; Nones in the ranks of a launch other than its main one."""
     finished = _finished_child(job, kind)
     if finished is not None:
         return finished.output_model_id, _model_name(job, finished.output_model_id), finished.id
     resumable = _resumable_child(job, kind)
     result = train(resumable is not None, resumable)
+    if result is None:  # a rank of a launch other than its main one
+        return None, None, None
     return result.model_id, result.name, result.run_id
 
 
@@ -451,8 +596,11 @@ def _generate(job: Job) -> StepResult:
         pair_strategy=job.options.pair_strategy or request.pair_strategy,
         reward=job.output("reward", "reward_model"),
     )
+    from rlhf_train.distributed import is_main_process
+
     report = generate_round(workspace, request, progress=job.options.progress)
-    print(report.summary(), flush=True)
+    if is_main_process():
+        print(report.summary(), flush=True)
     inputs = {
         "policy": request.policy,
         "previous_policy": request.previous_policy,

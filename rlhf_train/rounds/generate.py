@@ -1,9 +1,10 @@
 """`rlhf generate`: sample responses for a round's prompts and form its pairs.
 
 Work is committed one chunk of prompts at a time, each chunk with all its samples and
-pairs in a single transaction. A run that stops half-way leaves whole prompts behind,
-never half of one; running the same command again resumes with the prompts the round
-does not have yet.
+pairs in a single transaction (under a multi-process launch, every rank samples its share
+of the chunk and the main rank writes all of it). A run that stops half-way leaves whole
+prompts behind, never half of one; running the same command again resumes with the
+prompts the round does not have yet.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from db.rounds import (
     prompts_in_round,
     round_for_generation,
 )
+from rlhf_train.distributed import from_main_process, gather_to_all, process_count, process_index
 from rlhf_train.errors import UserError
 from rlhf_train.models.loading import load_policy, resolve_device
 from rlhf_train.models.sampling import Completion, Decoding, PromptInput, sample_completions
@@ -202,21 +204,31 @@ def _load_reward(workspace: Workspace, request: RoundRequest, device: str) -> Lo
     return LoadedReward(source.description, score_function(source, device))
 
 
-def generate_round(
-    workspace: Workspace, request: RoundRequest, progress: bool = True
-) -> GenerationReport:
-    """Fill round `request.number` up to `request.n_prompts` prompts; see the module doc."""
-    started = time.perf_counter()
-    k = request.samples_per_prompt
-    if request.pair_strategy not in PAIR_STRATEGIES:
-        raise UserError(
-            f"Unknown pair strategy {request.pair_strategy!r}; use {' or '.join(PAIR_STRATEGIES)}."
-        )
+@dataclass
+class _Prepared:
+    """What the sampling needs: the prompts to add and the loaded models."""
+
+    done: int
+    todo: list[Prompt]
+    policy: Model
+    previous: Model | None
+    new: LoadedPolicy | None = None
+    old: LoadedPolicy | None = None
+    reward: LoadedReward | None = None
+
+    def plan(self) -> _Prepared:
+        """The rows alone, for the other ranks of a launch (each loads its own models)."""
+        return _Prepared(self.done, self.todo, self.policy, self.previous)
+
+
+def _prepare(workspace: Workspace, request: RoundRequest) -> _Prepared | None:
+    """Resolve the policies, create or reopen the round, pick the prompts still missing and
+    load the models; None when the open round already has its prompts."""
     with transaction(workspace.sessions) as session:
         existing = find_round(session, request.number)
         done = prompts_in_round(session, existing.id) if existing else 0
         if existing is not None and existing.status == "open" and done >= request.n_prompts:
-            return GenerationReport(round_number=request.number, prompts_before=done)
+            return None
         policy = resolve_policy(session, request.policy, workspace.models_dir)
         previous = (
             resolve_policy(session, request.previous_policy, workspace.models_dir)
@@ -251,33 +263,81 @@ def generate_round(
             )
         # Loaded inside the transaction: a policy that registers but does not load
         # leaves neither its registration nor a new round behind.
-        device = resolve_device(workspace.config.runtime.device)
-        # The reward model first: it is the likelier to be missing, and cheaper to load.
-        reward = (
-            _load_reward(workspace, request, device)
-            if request.pair_strategy == "uncertainty"
-            else None
+        return _load_models(workspace, request, _Prepared(done, todo, policy, previous))
+
+
+def _load_models(workspace: Workspace, request: RoundRequest, plan: _Prepared) -> _Prepared:
+    device = resolve_device(workspace.config.runtime.device)
+    # The reward model first: it is the likelier to be missing, and cheaper to load.
+    if request.pair_strategy == "uncertainty":
+        plan.reward = _load_reward(workspace, request, device)
+    plan.new = LoadedPolicy(plan.policy, *load_policy(model_location(plan.policy), device))
+    if plan.previous is not None:
+        plan.old = LoadedPolicy(plan.previous, *load_policy(model_location(plan.previous), device))
+    return plan
+
+
+def _prepared_in_every_rank(workspace: Workspace, request: RoundRequest) -> _Prepared | None:
+    """`_prepare` in the main process (the one that writes), its rows handed to the other
+    ranks of a launch, which load the same models on their own devices."""
+    held: list[_Prepared] = []
+
+    def prepare() -> _Prepared | None:
+        prepared = _prepare(workspace, request)
+        if prepared is None:
+            return None
+        held.append(prepared)
+        return prepared.plan()
+
+    plan = from_main_process(prepare)
+    if held:
+        return held[0]
+    return _load_models(workspace, request, plan) if plan is not None else None
+
+
+def generate_round(
+    workspace: Workspace, request: RoundRequest, progress: bool = True
+) -> GenerationReport:
+    """Fill round `request.number` up to `request.n_prompts` prompts; see the module doc.
+
+    Under a multi-process launch each rank samples its share of every chunk and the main
+    rank writes the whole chunk in one transaction; its report is the complete one."""
+    started = time.perf_counter()
+    k = request.samples_per_prompt
+    if request.pair_strategy not in PAIR_STRATEGIES:
+        raise UserError(
+            f"Unknown pair strategy {request.pair_strategy!r}; use {' or '.join(PAIR_STRATEGIES)}."
         )
-        new = LoadedPolicy(policy, *load_policy(model_location(policy), device))
-        old = (
-            LoadedPolicy(previous, *load_policy(model_location(previous), device))
-            if previous
-            else None
-        )
+    prepared = _prepared_in_every_rank(workspace, request)
+    if prepared is None:
+        with workspace.sessions() as session:
+            existing = find_round(session, request.number)
+            done = prompts_in_round(session, existing.id) if existing else 0
+        return GenerationReport(round_number=request.number, prompts_before=done)
+    todo, reward = prepared.todo, prepared.reward
     report = GenerationReport(
         round_number=request.number,
-        prompts_before=done,
+        prompts_before=prepared.done,
         preparing_seconds=time.perf_counter() - started,
         reward=reward.description if reward else None,
     )
+    rank, world = process_index(), process_count()
+    # A chunk is one commit: `chunk_size` prompts for each rank, each rank taking every
+    # world-th prompt of it. One process alone takes the whole chunk, as before launches.
     chunk_size = max(1, request.decoding.batch_size * BATCHES_PER_COMMIT // k)
+    chunks = [todo[i : i + chunk_size * world] for i in range(0, len(todo), chunk_size * world)]
     bar = tqdm(
-        total=len(todo) * k, unit="sample", desc=f"round {request.number}", disable=not progress
+        total=sum(len(chunk[rank::world]) for chunk in chunks) * k,
+        unit="sample",
+        desc=f"round {request.number}",
+        disable=not progress or rank != 0,
     )
     try:
-        for start in range(0, len(todo), chunk_size):
-            chunk = todo[start : start + chunk_size]
-            _generate_chunk(workspace, request, chunk, new, old, reward, report, bar.update)
+        for chunk in chunks:
+            shard = chunk[rank::world]
+            part = _sample_chunk(request, shard, prepared, bar.update)
+            parts = gather_to_all(part)
+            from_main_process(lambda parts=parts: _commit_parts(workspace, request, parts, report))
     finally:
         bar.close()
     report.seconds = time.perf_counter() - started
@@ -307,17 +367,29 @@ def _new_sample_scores(
     return by_prompt
 
 
-def _generate_chunk(
-    workspace: Workspace,
+@dataclass
+class _ChunkPart:
+    """One rank's share of a chunk: its samples, the pairs among them (indices into its
+    samples) and the counts the report adds up."""
+
+    prompts: int = 0
+    samples: list[NewSample] = field(default_factory=list)
+    pairs: list[NewPair] = field(default_factory=list)
+    without_pair: int = 0
+    by_strategy: dict[str, int] = field(default_factory=dict)
+
+
+def _sample_chunk(
     request: RoundRequest,
     chunk: list[Prompt],
-    new: LoadedPolicy,
-    old: LoadedPolicy | None,
-    reward: LoadedReward | None,
-    report: GenerationReport,
+    prepared: _Prepared,
     on_batch: Callable[[int], None],
-) -> None:
-    """Sample, pair and commit one chunk of prompts in one transaction."""
+) -> _ChunkPart:
+    """Sample and pair the prompts of `chunk` (nothing is written here)."""
+    part = _ChunkPart(prompts=len(chunk))
+    if not chunk:
+        return part
+    new, old, reward = prepared.new, prepared.old, prepared.reward
     k = request.samples_per_prompt
     mixed = [_uses_previous(request, prompt) for prompt in chunk]
     chunk_seed = stable_seed(request.seed, request.number, chunk[0].id)
@@ -343,8 +415,7 @@ def _generate_chunk(
         )
         old_out = dict(zip(mixed_prompts, sampled, strict=True))
     scores = _new_sample_scores(reward, chunk, new_out, set(old_out))
-    samples: list[NewSample] = []
-    pairs: list[NewPair] = []
+    samples, pairs = part.samples, part.pairs
     for i, prompt in enumerate(chunk):
         rng = random.Random(stable_seed(request.seed, request.number, prompt.id, "pairs"))
         base = len(samples)
@@ -361,11 +432,26 @@ def _generate_chunk(
             planned = pair_within(new_texts, rng, k // 2)
             strategy = "random"
         pairs += [NewPair(base + p.a, base + p.b, strategy) for p in planned]
-        report.prompts_without_pair += not planned
-        report.pairs_by_strategy[strategy] = report.pairs_by_strategy.get(strategy, 0) + len(
-            planned
-        )
-    commit_chunk(workspace, request.number, samples, pairs, report, len(chunk))
+        part.without_pair += not planned
+        part.by_strategy[strategy] = part.by_strategy.get(strategy, 0) + len(planned)
+    return part
+
+
+def _commit_parts(
+    workspace: Workspace, request: RoundRequest, parts: list[_ChunkPart], report: GenerationReport
+) -> None:
+    """Every rank's share of a chunk, written in one transaction (main process only)."""
+    samples: list[NewSample] = []
+    pairs: list[NewPair] = []
+    for part in parts:
+        offset = len(samples)
+        samples += part.samples
+        pairs += [NewPair(p.a + offset, p.b + offset, p.strategy) for p in part.pairs]
+    commit_chunk(workspace, request.number, samples, pairs, report, sum(p.prompts for p in parts))
+    for part in parts:
+        report.prompts_without_pair += part.without_pair
+        for strategy, count in part.by_strategy.items():
+            report.pairs_by_strategy[strategy] = report.pairs_by_strategy.get(strategy, 0) + count
 
 
 def commit_chunk(

@@ -23,6 +23,7 @@ from transformers import TrainerCallback
 from db.engine import transaction
 from db.models import TrainingRun, utcnow
 from rlhf_train.db_retry import with_retries
+from rlhf_train.distributed import process_count
 from rlhf_train.errors import UserError
 from rlhf_train.workspace import Workspace
 
@@ -69,6 +70,8 @@ def start_run(
         run.heartbeat_at = utcnow()
         run.finished_at = None
         run.log_path = str(workspace.logs_dir / f"run-{run.id}.jsonl")
+        # What a resume must run with (its checkpoint is per rank) and what the runs show.
+        run.metrics = dict(run.metrics or {}) | {"processes": process_count()}
         return run.id
 
 

@@ -43,11 +43,16 @@ def describe_run(workspace: Workspace, run_id: int, log_lines: int = 20) -> str:
         if run.cancel_requested and run.status == "running":
             lines.append("  cancel requested; the worker stops it")
         metrics = dict(run.metrics or {})
+        processes = metrics.pop("processes", None)
+        if processes:
+            lines.append(f"  processes: {processes}")
+        metrics.pop("launched_error", None)
         if "error" in metrics:
             lines.append(f"  error: {metrics.pop('error')}")
         for name, step in (metrics.pop("steps", None) or {}).items():
             outputs = ", ".join(f"{k}={_short(v, 60)}" for k, v in step.get("outputs", {}).items())
-            lines.append(f"  step {name:<9} {step.get('seconds', 0):>7.1f} s  {outputs}")
+            ranks = f" ({step['processes']} processes)" if step.get("processes", 1) > 1 else ""
+            lines.append(f"  step {name:<9} {step.get('seconds', 0):>7.1f} s{ranks}  {outputs}")
         metrics.pop("current_step", None)
         numbers = {k: v for k, v in metrics.items() if isinstance(v, int | float)}
         if numbers:
