@@ -71,23 +71,32 @@ import argparse
 import datetime as dt
 import gc
 import hashlib
-import random
 import sqlite3
 import tempfile
-import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from common import CpuClock, benchmark_main, cpu_clock, machine
+from annotate_clients import (
+    CHOICE_WEIGHTS,
+    SEED,
+    Tally,
+    Timing,
+    run_alone,
+    run_closed_loop,
+    run_open_loop,
+    run_threads,
+    time_progress,
+)
+from common import benchmark_main, cpu_clock, machine
 from sqlalchemy import Connection, Engine, Table, create_engine, inspect, text
-from sqlalchemy.orm import Session, sessionmaker
 
-from db.engine import redact, session_factory, transaction
-from db.judgments import Assignment, PairUnavailable, next_pair, progress, record_judgment
+from db import round_progress
+from db.engine import redact, session_factory
+from db.judgments import LOCKINGS, set_locking
 from db.models import Base
 from rlhf_train.errors import UserError
 from rlhf_train.workspace import Workspace
@@ -96,17 +105,17 @@ from rlhf_train.workspace_setup import init_workspace
 BENCH_DIR = Path(__file__).resolve().parent
 DEFAULT_OUT = BENCH_DIR / "results" / "annotate.json"
 TARGET_P95_MS = 20.0
-SEED = 0
+TARGET_CLOSED_OPS_PER_S = 400.0  # PostgreSQL, row locks, closed loop
+TARGET_OPEN_P95_MS, TARGET_OPEN_P99_MS = 50.0, 100.0  # PostgreSQL, row locks, open loop
+TARGET_PROGRESS_MS = 2.0
 OVERLAP = 12
 GOLD_RATE = 0.05  # the round's share of gold pairs shown
 GOLD_SHARE = 0.01  # the share of the round's pairs that are gold
 HISTORICAL = 100  # annotators who made the existing judgments: user ids 1..100
 GOLD_JUDGMENTS = (40, 60)  # earlier judgments per gold pair
-SKIP_P = 0.05
 PAIRS_PER_PROMPT = 3
 CHUNK = 50_000  # rows per bulk insert
 CREATED = dt.datetime(2025, 1, 1, tzinfo=dt.UTC)
-CHOICE_WEIGHTS = {"A": 0.42, "B": 0.42, "tie": 0.06, "both_bad": 0.05, "skip": SKIP_P}
 _WORD_TEXT = """the a model answer question because however which could would should data result
     first second then finally example clearly simple good better best poor wrong right
     reason step value number text story movie review plot actor scene ending character
@@ -117,7 +126,6 @@ WORDS = np.array(_WORD_TEXT.split())
 TEXT_WORDS = (35, 65)  # a response: about 200 to 400 characters
 PROMPT_WORDS = (15, 30)
 DISTURBED_CORES = 0.25  # other processes' load above which the single-user run is flagged
-CONCURRENT_WARMUP = 5  # untimed operations per annotator before a concurrent run's timed ones
 GUIDELINES = "Prefer the answer that is more helpful, honest and harmless. " * 8
 
 
@@ -132,8 +140,15 @@ def parse_args() -> argparse.Namespace:
     add("--warmup", type=int, default=20, help="untimed operations first (default 20)")
     add("--sqlite-annotators", type=int, default=8, help="concurrent SQLite annotators")
     add("--sqlite-concurrent-operations", type=int, default=50, help="operations each")
-    add("--pg-annotators", type=int, default=32, help="concurrent PostgreSQL annotators")
-    add("--pg-operations", type=int, default=100, help="operations each (default 100)")
+    add("--pg-annotators", type=int, default=128, help="PostgreSQL closed loop's annotators")
+    add("--pg-operations", type=int, default=40, help="operations each (default 40)")
+    add("--client-processes", type=int, default=4, help="processes of the closed loop")
+    add("--open-rate", type=float, default=100.0, help="open loop: operations/s (default 100)")
+    add("--open-seconds", type=float, default=30.0, help="open loop: seconds (default 30)")
+    add("--open-annotators", type=int, default=1000, help="open loop: annotators")
+    add("--open-workers", type=int, default=32, help="open loop: threads and connections")
+    add("--lockings", default=",".join(LOCKINGS), help="PostgreSQL strategies to run")
+    add("--progress-draws", type=int, default=200, help="timed progress bar draws")
     add(
         "--max-seconds",
         type=float,
@@ -150,6 +165,10 @@ def parse_args() -> argparse.Namespace:
     add("--out", type=Path, default=DEFAULT_OUT, help="JSON output (default %(default)s)")
     args = parser.parse_args()
     counts = (args.pairs, args.operations, args.sqlite_annotators, args.pg_annotators)
+    counts += (args.client_processes, args.open_annotators, args.open_workers)
+    args.lockings = [name.strip() for name in args.lockings.split(",") if name.strip()]
+    if not set(args.lockings) <= set(LOCKINGS) or not args.lockings:
+        parser.error(f"--lockings takes a comma-separated list of {', '.join(LOCKINGS)}")
     if min(counts) < 1 or min(args.judgments, args.warmup) < 0:
         parser.error("counts must be positive (--judgments and --warmup may be 0)")
     if min(args.sqlite_concurrent_operations, args.pg_operations) < 1:
@@ -439,175 +458,6 @@ def build(url: str, root: Path, shape: Shape) -> tuple[Workspace, float]:
     return workspace, seconds
 
 
-# ---- the annotators --------------------------------------------------------------------
-
-
-@dataclass
-class Tally:
-    """What one annotator did: timings of counted operations in ms, and every judgment
-    whose transaction committed, warm-up included."""
-
-    annotator_id: int
-    record_ms: list[float] = field(default_factory=list)
-    next_ms: list[float] = field(default_factory=list)
-    recorded: dict[int, str] = field(default_factory=dict)  # pair id -> choice
-    submitted: int = 0
-    refused: int = 0
-    reshown: int = 0  # next_pair gave back a pair this annotator had judged
-    errors: list[str] = field(default_factory=list)
-    ran_out: bool = False
-    timed_out: bool = False
-
-    @property
-    def operation_ms(self) -> list[float]:
-        return [a + b for a, b in zip(self.record_ms, self.next_ms, strict=True)]
-
-
-def choose(rng: random.Random) -> dict[str, Any]:
-    """The form an annotator submits."""
-    choice = rng.choices(list(CHOICE_WEIGHTS), weights=list(CHOICE_WEIGHTS.values()))[0]
-    return {
-        "choice": choice,
-        "left_sample": rng.choice("AB"),
-        "strength": None if choice == "skip" else rng.randint(1, 3),
-        "ms_spent": rng.randint(2_000, 60_000),
-    }
-
-
-def fetch(factory: sessionmaker[Session], tally: Tally, rng: random.Random) -> Assignment | None:
-    with transaction(factory) as session:
-        return next_pair(session, tally.annotator_id, rng=rng)
-
-
-def submit(factory: sessionmaker[Session], tally: Tally, pair_id: int, rng: random.Random) -> None:
-    form = choose(rng)
-    try:
-        with transaction(factory) as session:
-            record_judgment(session, tally.annotator_id, pair_id, **form)
-    except PairUnavailable:
-        tally.refused += 1
-    else:
-        tally.recorded[pair_id] = form["choice"]
-
-
-def annotate(
-    factory: sessionmaker[Session],
-    tally: Tally,
-    operations: int,
-    warmup: int,
-    start: threading.Barrier | None = None,
-    deadline: float = float("inf"),
-) -> None:
-    """Open the page (one next_pair), then submit and fetch `warmup + operations` times,
-    timing the last `operations`. Stops early when no pair is left, or at `deadline`
-    (a `time.perf_counter()` value)."""
-    rng = random.Random(f"{SEED}-{tally.annotator_id}")
-    if start is not None:
-        start.wait()
-    current = fetch(factory, tally, rng)
-    for number in range(warmup + operations):
-        if current is None:
-            tally.ran_out = True
-            return
-        if time.perf_counter() > deadline:
-            tally.timed_out = True
-            return
-        tally.reshown += current.pair_id in tally.recorded
-        tally.submitted += 1
-        started = time.perf_counter()
-        try:
-            submit(factory, tally, current.pair_id, rng)
-            recorded = time.perf_counter()
-            current = fetch(factory, tally, rng)
-        except Exception as exc:  # anything but PairUnavailable is a finding, not a crash
-            tally.errors.append(f"{type(exc).__name__}: {exc}".splitlines()[0])
-            current = fetch(factory, tally, rng)
-            continue
-        done = time.perf_counter()
-        if number >= warmup:
-            tally.record_ms.append((recorded - started) * 1000)
-            tally.next_ms.append((done - recorded) * 1000)
-
-
-def guarded(
-    factory: sessionmaker[Session],
-    tally: Tally,
-    operations: int,
-    warmup: int,
-    start: threading.Barrier,
-    deadline: float,
-) -> None:
-    """`annotate`, with an exception outside a submit recorded rather than lost in a thread."""
-    try:
-        annotate(factory, tally, operations, warmup, start, deadline)
-    except Exception as exc:
-        tally.errors.append(f"{type(exc).__name__}: {exc}".splitlines()[0])
-
-
-@dataclass(frozen=True)
-class Timing:
-    """Wall seconds of a run, and the cores other processes kept busy meanwhile (the
-    PostgreSQL server's among them, in a PostgreSQL run)."""
-
-    seconds: float
-    other_cores: float
-
-    @classmethod
-    def between(cls, before: CpuClock, after: CpuClock) -> Timing:
-        seconds = after.wall - before.wall
-        if not after.busy:
-            return cls(seconds, 0.0)
-        others = (after.busy - before.busy) - (after.own - before.own)
-        return cls(seconds, max(0.0, others / seconds))
-
-
-def run_alone(
-    factory: sessionmaker[Session], annotator_id: int, operations: int, warmup: int
-) -> tuple[list[Tally], Timing]:
-    tally = Tally(annotator_id)
-    before = cpu_clock()
-    annotate(factory, tally, operations, warmup)
-    return [tally], Timing.between(before, cpu_clock())
-
-
-def run_together(
-    factory: sessionmaker[Session],
-    annotator_ids: list[int],
-    operations: int,
-    max_seconds: float,
-) -> tuple[list[Tally], Timing]:
-    """One thread per annotator, all starting at once, each with CONCURRENT_WARMUP
-    untimed operations first."""
-    tallies = [Tally(annotator_id) for annotator_id in annotator_ids]
-    start = threading.Barrier(len(tallies) + 1)
-    deadline = time.perf_counter() + max_seconds
-    threads = [
-        threading.Thread(
-            target=guarded,
-            args=(factory, tally, operations, CONCURRENT_WARMUP, start, deadline),
-        )
-        for tally in tallies
-    ]
-    for thread in threads:
-        thread.start()
-    start.wait()
-    before = cpu_clock()
-    for thread in threads:
-        thread.join()
-    return tallies, Timing.between(before, cpu_clock())
-
-
-def time_progress(factory: sessionmaker[Session], annotator_id: int, calls: int) -> list[float]:
-    """ms of `progress` (the page's progress bar), read-only, for information."""
-    timings = []
-    for _ in range(calls):
-        with factory() as session:
-            started = time.perf_counter()
-            progress(session, annotator_id)
-            timings.append((time.perf_counter() - started) * 1000)
-    return timings
-
-
 # ---- checks ----------------------------------------------------------------------------
 
 _DUPLICATED = """SELECT count(*) FROM (SELECT pair_id, annotator_id FROM judgments
@@ -683,13 +533,19 @@ def run_figures(run: Run) -> dict[str, object]:
         ("", operation),
         ("record_", pick(lambda tally: tally.record_ms)),
         ("next_", pick(lambda tally: tally.next_ms)),
+        ("arrival_", pick(lambda tally: tally.arrival_ms)),
     ):
+        if name == "arrival_" and not values:
+            continue
         for q in (50, 95, 99, 100):
             figures[f"{name}{'max' if q == 100 else f'p{q}'}_ms"] = percentile(values, q)
+    figures["mean_ms"] = round(float(np.mean(operation)), 2) if operation else None
     errors = [error for tally in run.tallies for error in tally.errors]
     figures |= {
-        "ops_per_s": round(sum(tally.submitted for tally in run.tallies) / run.timing.seconds, 1),
+        "ops_per_s": round(len(operation) / run.timing.seconds, 1),
         "refused_full": sum(tally.refused for tally in run.tallies),
+        "double_submits": sum(tally.double_submits for tally in run.tallies),
+        "undos": sum(tally.undos for tally in run.tallies),
         "errors": len(errors),
         "ran_out": sum(tally.ran_out for tally in run.tallies),
         "stopped_at_max_seconds": sum(tally.timed_out for tally in run.tallies),
@@ -721,7 +577,7 @@ def ms(value: float | None) -> str:
 
 def print_report(runs: list[Run], figures: dict[str, Any]) -> None:
     def get(run: Run, name: str) -> Any:
-        return figures[f"{run.prefix}_{name}"]
+        return figures.get(f"{run.prefix}_{name}")
 
     main_rows = [
         (
@@ -729,25 +585,19 @@ def print_report(runs: list[Run], figures: dict[str, Any]) -> None:
             str(get(run, "annotators")),
             f"{get(run, 'operations'):,}",
             *(ms(get(run, name)) for name in ("p50_ms", "p95_ms", "p99_ms", "max_ms")),
+            ms(get(run, "arrival_p95_ms")),
+            ms(get(run, "arrival_p99_ms")),
             f"{get(run, 'ops_per_s'):,.1f}",
             f"{get(run, 'other_load_cores'):.2f}",
             str(get(run, "refused_full")),
+            f"{get(run, 'double_submits')}/{get(run, 'undos')}",
             *(str(get(run, name)) for name in CHECKS),
         )
         for run in runs
     ]
-    header = ("backend", "annotators", "operations", "p50 ms", "p95 ms", "p99 ms", "max ms")
-    header += (
-        "ops/s",
-        "other load",
-        "refused",
-        "errors",
-        "reshown",
-        "lost",
-        "unexpected",
-        "duplicated",
-    )
-    header += ("over-overlap", "count mismatch")
+    header = ("run", "annotators", "operations", "p50 ms", "p95 ms", "p99 ms", "max ms")
+    header += ("arrival p95", "arrival p99", "ops/s", "other load", "refused", "double/undo")
+    header += ("errors", "reshown", "lost", "unexpected", "duplicated", "over", "mismatch")
     print()
     print("record_judgment + next_pair, two transactions, per submit:")
     print(table(header, main_rows))
@@ -765,35 +615,36 @@ def print_report(runs: list[Run], figures: dict[str, Any]) -> None:
     for run in runs:
         stopped = get(run, "stopped_at_max_seconds")
         if stopped:
-            print(
-                f"{run.label}: {stopped} annotators stopped at --max-seconds, before their "
-                "operations were done."
-            )
+            print(f"{run.label}: {stopped} annotators stopped at --max-seconds.")
     if figures["postgres"] == "skipped":
         print(
             "PostgreSQL: skipped (no RLHF_TEST_PG_URL or --pg-url; run it through "
             "scripts/with_postgres.sh)."
         )
+    for backend in ("sqlite", "pg"):
+        if f"{backend}_progress_p95_ms" in figures:
+            print(
+                f"progress bar ({backend}): p50 {ms(figures[f'{backend}_progress_p50_ms'])} ms, "
+                f"p95 {ms(figures[f'{backend}_progress_p95_ms'])} ms, mean "
+                f"{ms(figures[f'{backend}_progress_mean_ms'])} ms per draw (uncached: p50 "
+                f"{ms(figures[f'{backend}_progress_uncached_p50_ms'])} ms)"
+            )
+    for name in ("closed_ops_ratio", "open_p95_ratio", "open_p99_ratio"):
+        if name in figures:
+            print(f"{name} (rows over global, higher is better for rows): {figures[name]}")
     print(
-        f"progress (page's progress bar, not in the operation): p50 "
-        f"{ms(figures['sqlite_progress_p50_ms'])} ms, p95 "
-        f"{ms(figures['sqlite_progress_p95_ms'])} ms on SQLite"
-    )
-    print(
-        "ops/s: submits per second of wall time, back to back, no thinking time; other load: "
-        "cores other processes kept busy\nduring the run (PostgreSQL's server among them); "
-        "refused: PairUnavailable, others filled the pair (correct)."
+        "ops/s: submits per second of wall time; arrival: ms from the operation's arrival "
+        "(open loop, queueing included); other load:\ncores other processes kept busy "
+        "(PostgreSQL's server and the client processes among them); refused: PairUnavailable "
+        "(correct)."
     )
     if figures["sqlite_single_disturbed"]:
         print(
             f"note: other processes kept {figures['sqlite_single_other_load_cores']:.2f} cores "
             "busy during the SQLite single-user run; rerun on a quiet machine."
         )
-    verdict = "PASS" if figures["meets_target"] else "FAIL"
-    print(
-        f"SQLite single user p95: {ms(figures['sqlite_single_p95_ms'])} ms "
-        f"(target < {TARGET_P95_MS:.0f} ms): {verdict}"
-    )
+    for name, verdict in figures["targets"].items():
+        print(f"target {name}: {'PASS' if verdict else 'FAIL'}")
     checks = "PASS" if figures["all_checks_pass"] else "FAIL"
     print(f"no errors, lost, unexpected, duplicated or over-collected judgments: {checks}")
 
@@ -802,6 +653,22 @@ def checked(engine: Engine, tallies: list[Tally]) -> dict[str, int]:
     checks = verify(engine, tallies) | {"reshown": sum(tally.reshown for tally in tallies)}
     print(f"  checks: {checks}", flush=True)
     return checks
+
+
+def progress_figures(factory: Any, backend: str, annotator_id: int, draws: int) -> dict:
+    """The progress bar's cost per draw: with its cache (what the page pays), and without
+    (the exact sum over the round, for comparison)."""
+    uncached = []
+    for _ in range(20):
+        round_progress.clear()
+        uncached += time_progress(factory, annotator_id, 1)
+    cached = time_progress(factory, annotator_id, draws)
+    return {
+        f"{backend}_progress_p50_ms": percentile(cached, 50),
+        f"{backend}_progress_p95_ms": percentile(cached, 95),
+        f"{backend}_progress_mean_ms": round(float(np.mean(cached)), 3),
+        f"{backend}_progress_uncached_p50_ms": percentile(uncached, 50),
+    }
 
 
 def sqlite_runs(root: Path, shape: Shape, args: argparse.Namespace) -> tuple[list[Run], dict]:
@@ -814,59 +681,131 @@ def sqlite_runs(root: Path, shape: Shape, args: argparse.Namespace) -> tuple[lis
     single, timing = run_alone(factory, HISTORICAL + 1, args.operations, args.warmup)
     label = "sqlite, one annotator"
     runs = [Run("sqlite_single", label, single, timing, checked(workspace.engine, single))]
-    progress_ms = time_progress(factory, HISTORICAL + 1, 50)
+    extra = progress_figures(factory, "sqlite", HISTORICAL + 1, args.progress_draws)
     count = args.sqlite_annotators
     ids = list(range(HISTORICAL + 2, HISTORICAL + 2 + count))
     print(f"SQLite, {count} annotators at once...", flush=True)
-    operations = args.sqlite_concurrent_operations
-    tallies, timing = run_together(factory, ids, operations, args.max_seconds)
+    before = cpu_clock()
+    tallies = run_threads(factory, ids, args.sqlite_concurrent_operations, args.max_seconds)
+    timing = Timing.between(before, cpu_clock())
     checks = checked(workspace.engine, [*single, *tallies])
     runs.append(Run(f"sqlite{count}", f"sqlite, {count} at once", tallies, timing, checks))
     workspace.engine.dispose()
-    extra = {
-        "sqlite_build_seconds": round(build_seconds, 1),
-        "sqlite_progress_p50_ms": percentile(progress_ms, 50),
-        "sqlite_progress_p95_ms": percentile(progress_ms, 95),
-    }
-    return runs, extra
+    return runs, extra | {"sqlite_build_seconds": round(build_seconds, 1)}
 
 
 def postgres_runs(url: str, shape: Shape, args: argparse.Namespace) -> tuple[list[Run], dict]:
-    count = args.pg_annotators
+    """One annotator; then per strategy the closed loop (client processes) and the open
+    loop (Poisson arrivals), each on fresh annotators, the database checked after each."""
     with tempfile.TemporaryDirectory(prefix="bench-annotate-pg-") as folder:
         workspace, build_seconds = build(url, Path(folder), shape)
         workspace.engine.dispose()
+    pool = max(args.open_workers, 4)
     engine = create_engine(
-        url,
-        pool_size=count,
-        max_overflow=0,
-        pool_pre_ping=True,
-        connect_args={"connect_timeout": 5},
+        url, pool_size=pool, max_overflow=0, pool_pre_ping=True, connect_args={"connect_timeout": 5}
     )
     factory = session_factory(engine)
+    everyone: list[Tally] = []
+    runs: list[Run] = []
+    next_id = HISTORICAL + 1
+
+    def fresh(count: int) -> list[int]:
+        nonlocal next_id
+        next_id += count
+        return list(range(next_id - count, next_id))
+
+    def record(prefix: str, label: str, tallies: list[Tally], timing: Timing) -> None:
+        everyone.extend(tallies)
+        runs.append(Run(prefix, label, tallies, timing, checked(engine, everyone)))
+
     try:
         with engine.connect() as connection:
             server = str(connection.scalar(text("SHOW server_version"))).split()[0]
-        print(
-            f"PostgreSQL {server}, one annotator: {args.warmup} + {args.pg_operations} "
-            "operations...",
-            flush=True,
-        )
-        single, timing = run_alone(factory, HISTORICAL + 1, args.pg_operations, args.warmup)
-        label = "postgresql, one annotator"
-        runs = [Run("pg_single", label, single, timing, checked(engine, single))]
-        ids = list(range(HISTORICAL + 2, HISTORICAL + 2 + count))
-        print(f"PostgreSQL, {count} annotators at once...", flush=True)
-        tallies, timing = run_together(factory, ids, args.pg_operations, args.max_seconds)
-        checks = checked(engine, [*single, *tallies])
+        set_locking("rows")
+        print(f"PostgreSQL {server}, one annotator...", flush=True)
+        (single_id,) = fresh(1)
+        single, timing = run_alone(factory, single_id, args.pg_operations, args.warmup)
+        record("pg_single", "postgresql, one annotator (rows)", single, timing)
+        extra = progress_figures(factory, "pg", single_id, args.progress_draws)
+        for locking in args.lockings:
+            count = args.pg_annotators
+            print(f"PostgreSQL, {locking}: closed loop, {count} annotators...", flush=True)
+            tallies, timing = run_closed_loop(
+                url,
+                locking,
+                fresh(count),
+                args.pg_operations,
+                args.max_seconds,
+                args.client_processes,
+            )
+            record(f"pg_closed_{locking}", f"pg closed {count} ({locking})", tallies, timing)
+            set_locking(locking)
+            print(
+                f"PostgreSQL, {locking}: open loop, {args.open_rate:g}/s for "
+                f"{args.open_seconds:g} s...",
+                flush=True,
+            )
+            ids = fresh(args.open_annotators)
+            tallies, timing = run_open_loop(
+                factory, ids, args.open_rate, args.open_seconds, args.open_workers
+            )
+            record(
+                f"pg_open_{locking}", f"pg open {args.open_rate:g}/s ({locking})", tallies, timing
+            )
+        set_locking("rows")
     finally:
         engine.dispose()
-    runs.append(Run(f"pg{count}", f"postgresql, {count} at once", tallies, timing, checks))
-    return runs, {"postgres": server, "pg_build_seconds": round(build_seconds, 1)}
+    return runs, extra | {"postgres": server, "pg_build_seconds": round(build_seconds, 1)}
+
+
+def ratios(figures: dict[str, Any]) -> dict[str, float]:
+    """Row locks against the global lock, from the same run (a busy machine slows both)."""
+    out = {}
+    rows, glob = figures.get("pg_closed_rows_ops_per_s"), figures.get("pg_closed_global_ops_per_s")
+    if rows and glob:
+        out["closed_ops_ratio"] = round(rows / glob, 2)
+    for q in ("p95", "p99"):
+        rows, glob = (
+            figures.get(f"pg_open_rows_arrival_{q}_ms"),
+            figures.get(f"pg_open_global_arrival_{q}_ms"),
+        )
+        if rows and glob:
+            out[f"open_{q}_ratio"] = round(glob / rows, 2)
+    return out
+
+
+def targets(figures: dict[str, Any]) -> dict[str, bool]:
+    def at_most(name: str, bound: float) -> bool:
+        value = figures.get(name)
+        return value is not None and value <= bound
+
+    found = {
+        f"sqlite single p95 < {TARGET_P95_MS:g} ms": at_most("sqlite_single_p95_ms", TARGET_P95_MS),
+        f"progress p95 < {TARGET_PROGRESS_MS:g} ms (sqlite)": at_most(
+            "sqlite_progress_p95_ms", TARGET_PROGRESS_MS
+        ),
+    }
+    if figures["postgres"] != "skipped":
+        closed = figures.get("pg_closed_rows_ops_per_s") or 0
+        found |= {
+            f"pg closed loop >= {TARGET_CLOSED_OPS_PER_S:g} ops/s": closed
+            >= TARGET_CLOSED_OPS_PER_S,
+            f"pg open loop p95 <= {TARGET_OPEN_P95_MS:g} ms": at_most(
+                "pg_open_rows_arrival_p95_ms", TARGET_OPEN_P95_MS
+            ),
+            f"pg open loop p99 <= {TARGET_OPEN_P99_MS:g} ms": at_most(
+                "pg_open_rows_arrival_p99_ms", TARGET_OPEN_P99_MS
+            ),
+            f"progress p95 < {TARGET_PROGRESS_MS:g} ms (pg)": at_most(
+                "pg_progress_p95_ms", TARGET_PROGRESS_MS
+            ),
+        }
+    return found
 
 
 def benchmark(root: Path, args: argparse.Namespace) -> dict[str, Any]:
-    bench_annotators = 1 + max(args.sqlite_annotators, args.pg_annotators)
+    per_locking = args.pg_annotators + args.open_annotators
+    bench_annotators = max(1 + args.sqlite_annotators, 1 + len(args.lockings) * per_locking)
     shape = Shape(args.pairs, args.judgments, bench_annotators)
     runs, extra = sqlite_runs(root, shape, args)
     pg_url = os.environ.get("RLHF_TEST_PG_URL") or args.pg_url
@@ -883,20 +822,24 @@ def benchmark(root: Path, args: argparse.Namespace) -> dict[str, Any]:
         "overlap": OVERLAP,
         "gold_rate": GOLD_RATE,
         "historical_annotators": HISTORICAL,
+        "client_processes": args.client_processes,
+        "open_rate": args.open_rate,
+        "open_workers": args.open_workers,
         **extra,
     }
     for run in runs:
         figures |= run_figures(run)
-    p95 = figures["sqlite_single_p95_ms"]
+    figures |= ratios(figures)
     figures |= {
         "target_p95_ms": TARGET_P95_MS,
-        "meets_target": p95 is not None and p95 < TARGET_P95_MS,
+        "meets_target": (figures["sqlite_single_p95_ms"] or 1e9) < TARGET_P95_MS,
         "sqlite_single_disturbed": figures["sqlite_single_other_load_cores"] > DISTURBED_CORES,
         "all_checks_pass": all(run.checks.get(name, 0) == 0 for run in runs for name in CHECKS)
         and not any(tally.errors for run in runs for tally in run.tallies),
         "machine": machine(("sqlalchemy", "psycopg", "numpy"), sqlite=sqlite3.sqlite_version),
         "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
     }
+    figures["targets"] = targets(figures)
     print_report(runs, figures)
     return figures
 
