@@ -98,7 +98,7 @@ def test_lora_reference_is_the_policy_without_its_adapter(tiny_policy) -> None:
             attention_mask=rollout.attention_mask,
             position_ids=rollout.position_ids,
         ).logits
-    from rlhf_train.policy.ppo import response_logprobs
+    from rlhf_train.models.sampling import response_logprobs
 
     expected = response_logprobs(logits, rollout.query_responses, rollout.prompt_length, 1.0)
     mask = rollout.response_mask.bool()

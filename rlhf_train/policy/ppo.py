@@ -44,12 +44,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from rlhf_train.atomic import write_text_atomically
 from rlhf_train.config import OptimizeSettings, PpoSettings, setting_field
-from rlhf_train.models.sampling import (
-    PromptInput,
-    encode_prompt,
-    end_token_ids,
-    response_logprobs,
-)
+from rlhf_train.models.sampling import PromptInput, encode_prompt, end_token_ids
 from rlhf_train.runs.trainer_args import checkpoint_folders
 
 ScoreFunction = Callable[[list[str], list[str]], torch.Tensor]
@@ -304,27 +299,55 @@ class PolicyAndValue(nn.Module):
         nn.init.zeros_(self.value_head.bias)
 
     def forward(
-        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, position_ids: torch.Tensor
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        position_ids: torch.Tensor,
+        prompt_length: int,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Logits [batch, length, vocab] and values [batch, length]."""
+        """Logits [batch, response, vocab] and values [batch, response] at the positions
+        that predict each response token (prompt_length - 1 up to the next-to-last)."""
         output = self.policy(
             input_ids=input_ids,
             attention_mask=attention_mask,
             position_ids=position_ids,
             output_hidden_states=self.critic is None,
             use_cache=False,
+            # The LM head runs on the response's positions only: the prompt's logits
+            # would be computed and thrown away.
+            logits_to_keep=input_ids.shape[1] - prompt_length + 1,
         )
+        logits = output.logits[:, :-1]
         if self.critic is None:
-            hidden = output.hidden_states[-1]
-        else:
-            hidden = self.critic(
-                input_ids=input_ids,
-                attention_mask=attention_mask,
-                position_ids=position_ids,
-                use_cache=False,
-            ).last_hidden_state
-        values = self.value_head(hidden.to(self.value_head.weight.dtype)).squeeze(-1)
-        return output.logits, values
+            hidden = output.hidden_states[-1][:, prompt_length - 1 : -1]
+            return logits, self.value(hidden)
+        return logits, self.critic_values(input_ids, attention_mask, position_ids, prompt_length)
+
+    def value(self, hidden: torch.Tensor) -> torch.Tensor:
+        return self.value_head(hidden.to(self.value_head.weight.dtype)).squeeze(-1)
+
+    def critic_values(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        position_ids: torch.Tensor,
+        prompt_length: int,
+    ) -> torch.Tensor:
+        """Values [batch, response] from the separate critic's own trunk."""
+        hidden = self.critic(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            use_cache=False,
+        ).last_hidden_state
+        return self.value(hidden[:, prompt_length - 1 : -1])
+
+
+def token_logprobs(logits: torch.Tensor, tokens: torch.Tensor, temperature: float) -> torch.Tensor:
+    """log pi(token | its context) under logits / temperature; logits [batch, n, vocab]
+    are the ones that predict tokens [batch, n]."""
+    log_probs = torch.log_softmax(logits.float() / temperature, dim=-1)
+    return torch.gather(log_probs, 2, tokens.unsqueeze(-1)).squeeze(-1)
 
 
 def _trunk(policy: PreTrainedModel) -> nn.Module:
@@ -360,6 +383,36 @@ class Rollout:
 
     def __len__(self) -> int:
         return self.query_responses.shape[0]
+
+
+class PhaseClock:
+    """Seconds spent in each phase of a step (generate, score, reference, ...), so the run
+    log and bench/optimize.py can say where a step's time goes."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+
+    @contextmanager
+    def __call__(self, phase: str) -> Iterator[None]:
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            # CUDA runs asynchronously: without a sync the time lands in a later phase.
+            if torch.cuda.is_available():
+                torch.cuda.synchronize()
+            self.seconds[phase] = self.seconds.get(phase, 0.0) + time.perf_counter() - started
+
+
+@dataclass
+class Minibatch:
+    """Some episodes of a rollout, trimmed to the columns that hold any of their tokens."""
+
+    query_responses: torch.Tensor
+    attention_mask: torch.Tensor
+    position_ids: torch.Tensor
+    prompt_length: int
+    response_mask: torch.Tensor  # [batch, longest response of these episodes]
 
 
 def _positions(attention_mask: torch.Tensor) -> torch.Tensor:
@@ -406,6 +459,7 @@ class PPOTrainer:
         self.end_ids = sorted(end_token_ids(policy, tokenizer))
         self.step_count = 0
         self.episodes = 0
+        self.clock = PhaseClock()
 
     @property
     def policy(self) -> PreTrainedModel:
@@ -446,17 +500,21 @@ class PPOTrainer:
         prompt_length = padded["input_ids"].shape[1]
         generator_seed = config.seed * 7919 + self.step_count * 131 + self.accelerator.process_index
         torch.manual_seed(generator_seed)
-        output = unwrapped.policy.generate(
-            **padded,
-            do_sample=True,
-            temperature=config.temperature,
-            top_k=0,
-            top_p=1.0,
-            max_new_tokens=config.max_new_tokens,
-            pad_token_id=tokenizer.pad_token_id,
-            eos_token_id=self.end_ids,
-        )
-        responses = output[:, prompt_length:]
+        with self.clock("generate"):
+            output = unwrapped.policy.generate(
+                **padded,
+                do_sample=True,
+                temperature=config.temperature,
+                top_k=0,
+                top_p=1.0,
+                max_new_tokens=config.max_new_tokens,
+                pad_token_id=tokenizer.pad_token_id,
+                eos_token_id=self.end_ids,
+                return_dict_in_generate=True,
+                output_logits=True,
+                output_hidden_states=unwrapped.critic is None,
+            )
+        responses = output.sequences[:, prompt_length:]
         is_end = torch.isin(responses, torch.tensor(self.end_ids, device=device))
         finished = is_end.any(dim=1)
         # Tokens up to and including the first end token belong to the response.
@@ -467,26 +525,40 @@ class PPOTrainer:
         attention_mask = torch.cat([padded["attention_mask"], response_mask], dim=1)
         position_ids = _positions(attention_mask)
 
-        logits, values = unwrapped(query_responses, attention_mask, position_ids)
-        logprobs = response_logprobs(logits, query_responses, prompt_length, config.temperature)
-        values = values[:, prompt_length - 1 : -1].float()
-        with self._reference_policy() as reference:
+        with self.clock("old_logprobs_values"):
+            # The sampling pass already ran the policy on exactly these tokens: its raw
+            # logits (before temperature) give pi_old, and with the shared trunk its last
+            # hidden states give the values, so no second forward pass is needed. Tokens
+            # after a response's end differ (pad here, anything there) but are masked.
+            logprobs = token_logprobs(
+                torch.stack(output.logits, dim=1), responses, config.temperature
+            )
+            if unwrapped.critic is None:
+                # Step 0 holds the whole prompt; each later step one new position.
+                last = [step[-1][:, -1:] for step in output.hidden_states]
+                values = unwrapped.value(torch.cat(last, dim=1)).float()
+            else:
+                values = unwrapped.critic_values(
+                    query_responses, attention_mask, position_ids, prompt_length
+                ).float()
+            del output
+        with self.clock("reference"), self._reference_policy() as reference:
             ref_logits = reference(
                 input_ids=query_responses,
                 attention_mask=attention_mask,
                 position_ids=position_ids,
                 use_cache=False,
-            ).logits
-        ref_logprobs = response_logprobs(
-            ref_logits, query_responses, prompt_length, config.temperature
-        )
+                logits_to_keep=responses.shape[1] + 1,
+            ).logits[:, :-1]
+            ref_logprobs = token_logprobs(ref_logits, responses, config.temperature)
         # The reward model reads the response text without its end token.
         texts = [
             tokenizer.decode(tokens[keep], skip_special_tokens=True)
             for tokens, keep in zip(responses, response_mask.bool() & ~is_end, strict=True)
         ]
         prompts = [prompt.text for prompt in batch]
-        scores = self.score(prompts, texts).to(device=device, dtype=torch.float32)
+        with self.clock("score"):
+            scores = self.score(prompts, texts).to(device=device, dtype=torch.float32)
         return Rollout(
             query_responses,
             attention_mask,
@@ -518,6 +590,7 @@ class PPOTrainer:
         """One rollout and its PPO update; returns the step's statistics."""
         started = time.perf_counter()
         config = self.config
+        self.clock = PhaseClock()
         self.model.eval()
         rollout = self.rollout(self._prompt_batch())
         mask = rollout.response_mask
@@ -554,6 +627,7 @@ class PPOTrainer:
             "explained_variance": explained_variance(rollout.values, returns, mask),
             **update,
             "seconds": time.perf_counter() - started,
+            "phase_seconds": dict(self.clock.seconds),
         }
         stats["samples"] = [
             {"prompt": p, "response": r, "score": round(s, 4)}
@@ -571,25 +645,69 @@ class PPOTrainer:
         totals: dict[str, float] = {}
         passes = 0
         generator = torch.Generator().manual_seed(config.seed + 17 * self.step_count)
-        for _epoch in range(config.ppo_epochs):
+        for epoch in range(config.ppo_epochs):
             order = torch.randperm(len(rollout), generator=generator).tolist()
-            for start in range(0, len(order), micro):
-                index = torch.tensor(order[start : start + micro], device=rollout.scores.device)
-                with self.accelerator.accumulate(self.model):
-                    losses = self._losses(rollout, advantages, returns, index)
-                    self.accelerator.backward(losses["loss"])
-                    if self.accelerator.sync_gradients:
-                        self.accelerator.clip_grad_norm_(
-                            self.model.parameters(), config.max_grad_norm
-                        )
-                    self.optimizer.step()
-                    self.optimizer.zero_grad()
-                for key, value in losses.items():
-                    totals[key] = totals.get(key, 0.0) + value.item()
-                passes += 1
+            with self.clock(f"update_epoch_{epoch + 1}"):
+                self._epoch(rollout, advantages, returns, order, micro, totals)
+            passes += len(range(0, len(order), micro))
         return {key: value / passes for key, value in totals.items() if key != "loss"} | {
             "loss": totals["loss"] / passes
         }
+
+    def _epoch(
+        self,
+        rollout: Rollout,
+        advantages: torch.Tensor,
+        returns: torch.Tensor,
+        order: list[int],
+        micro: int,
+        totals: dict[str, float],
+    ) -> None:
+        """One pass over the rollout in minibatches of `micro` episodes; adds each
+        minibatch's losses to `totals`."""
+        config = self.config
+        for start in range(0, len(order), micro):
+            index = torch.tensor(order[start : start + micro], device=rollout.scores.device)
+            with self.accelerator.accumulate(self.model):
+                losses = self._losses(rollout, advantages, returns, index)
+                self.accelerator.backward(losses["loss"])
+                if self.accelerator.sync_gradients:
+                    self.accelerator.clip_grad_norm_(self.model.parameters(), config.max_grad_norm)
+                self.optimizer.step()
+                self.optimizer.zero_grad()
+            for key, value in losses.items():
+                totals[key] = totals.get(key, 0.0) + value.item()
+
+    def minibatch(self, rollout: Rollout, index: torch.Tensor) -> Minibatch:
+        """Episodes `index` of the rollout, without the columns that are padding in every
+        one of them: the prompts' common left padding and the positions after the longest
+        response. Dropping them changes no log-probability or value (padding is masked
+        out of attention, positions come from the mask); it only saves the work."""
+        attention = rollout.attention_mask[index]
+        mask = rollout.response_mask[index]
+        p = rollout.prompt_length
+        # Left padding: column p - 1 holds every prompt's last token, so one is found.
+        first = int((attention[:, :p].sum(dim=0) > 0).nonzero()[0])
+        longest = max(int(mask.sum(dim=1).max()), 1)
+        columns = slice(first, p + longest)
+        return Minibatch(
+            query_responses=rollout.query_responses[index, columns],
+            attention_mask=attention[:, columns],
+            position_ids=rollout.position_ids[index, columns],
+            prompt_length=p - first,
+            response_mask=mask[:, :longest],
+        )
+
+    def minibatch_forward(
+        self, batch: Minibatch
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The current policy's logits, log-probabilities and values of a minibatch's
+        response tokens, each [batch, response(, vocab)]."""
+        logits, values = self.model(
+            batch.query_responses, batch.attention_mask, batch.position_ids, batch.prompt_length
+        )
+        tokens = batch.query_responses[:, batch.prompt_length :]
+        return logits, token_logprobs(logits, tokens, self.config.temperature), values.float()
 
     def _losses(
         self,
@@ -598,26 +716,26 @@ class PPOTrainer:
         returns: torch.Tensor,
         index: torch.Tensor,
     ) -> dict[str, torch.Tensor]:
-        config, p = self.config, rollout.prompt_length
-        mask = rollout.response_mask[index]
-        logits, values = self.model(
-            rollout.query_responses[index],
-            rollout.attention_mask[index],
-            rollout.position_ids[index],
-        )
-        logprobs = response_logprobs(logits, rollout.query_responses[index], p, config.temperature)
+        config = self.config
+        batch = self.minibatch(rollout, index)
+        mask, width = batch.response_mask, batch.response_mask.shape[1]
+        logits, logprobs, values = self.minibatch_forward(batch)
         policy_loss, clip_fraction, approx_kl = clipped_policy_loss(
-            logprobs, rollout.logprobs[index], advantages[index], mask, config.clip_range
+            logprobs,
+            rollout.logprobs[index, :width],
+            advantages[index, :width],
+            mask,
+            config.clip_range,
         )
         value_loss, value_clip_fraction = clipped_value_loss(
-            values[:, p - 1 : -1].float(),
-            rollout.values[index],
-            returns[index],
+            values,
+            rollout.values[index, :width],
+            returns[index, :width],
             mask,
             config.clip_range_value,
         )
         with torch.no_grad():
-            entropy = masked_mean(token_entropy(logits[:, p - 1 : -1].float()), mask)
+            entropy = masked_mean(token_entropy(logits.float()), mask)
         return {
             "loss": policy_loss + config.value_coef * value_loss,
             "policy_loss": policy_loss.detach(),
