@@ -253,6 +253,12 @@ class OptimizeSettings:
         AT_LEAST_1,
     )
     learning_rate: float = setting(1e-5, "learning rate of the optimizer", ABOVE_0)
+    lr_schedule: str = setting(
+        "constant",
+        "the learning rate over a run; constant, or linear: from learning_rate down to 0 "
+        "at the run's last step",
+        Check(lambda v: v in ("constant", "linear"), "constant or linear"),
+    )
     batch_size: int = setting(16, "prompts (DPO: pairs) per step and process", AT_LEAST_1)
     max_new_tokens: int = setting(48, "longest sampled response, in tokens", AT_LEAST_1)
     temperature: float = setting(1.0, "sampling temperature of the rollouts", ABOVE_0)

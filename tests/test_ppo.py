@@ -35,11 +35,12 @@ def vowel_share(prompts: list[str], responses: list[str]) -> torch.Tensor:
     return torch.tensor([sum(c in "aeiou" for c in r) / max(1, len(r)) for r in responses])
 
 
-def run(policy_folder: Path, steps: int, **config: object) -> tuple[PPOTrainer, list[dict]]:
+def run(policy_folder: Path, count: int, **config: object) -> tuple[PPOTrainer, list[dict]]:
+    """A trainer with FAST | config, after `count` steps, and each step's statistics."""
     torch.set_num_threads(1)
     policy, tokenizer = load_policy(str(policy_folder))
     trainer = PPOTrainer(PPOConfig(**(FAST | config)), policy, tokenizer, vowel_share, PROMPTS)
-    return trainer, [trainer.step() for _ in range(steps)]
+    return trainer, [trainer.step() for _ in range(count)]
 
 
 def mean_of(history: list[dict], key: str, steps: slice) -> float:
@@ -104,6 +105,16 @@ def test_lora_reference_is_the_policy_without_its_adapter(tiny_policy) -> None:
     mask = rollout.response_mask.bool()
     assert torch.allclose(rollout.ref_logprobs[mask], expected[mask], atol=1e-5)
     assert not torch.allclose(rollout.logprobs[mask], expected[mask], atol=1e-3)
+
+
+def test_a_linear_schedule_decays_the_learning_rate_to_zero_at_the_last_step(tiny_policy) -> None:
+    trainer, _ = run(tiny_policy, 3, lr_schedule="linear", steps=4)
+    # The third step trained at 1 - 2/4 of the rate.
+    assert trainer.optimizer.param_groups[0]["lr"] == pytest.approx(FAST["learning_rate"] / 2)
+    trainer.step()
+    assert trainer.optimizer.param_groups[0]["lr"] == pytest.approx(FAST["learning_rate"] / 4)
+    constant, _ = run(tiny_policy, 3)
+    assert constant.optimizer.param_groups[0]["lr"] == FAST["learning_rate"]
 
 
 def test_separate_value_model_has_its_own_trunk(tiny_policy) -> None:

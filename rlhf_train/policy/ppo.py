@@ -78,6 +78,9 @@ class PPOConfig:
     minibatch_size: int = _from_setting("ppo.minibatch_size")
     gradient_accumulation_steps: int = _from_setting("ppo.gradient_accumulation_steps")
     learning_rate: float = _from_setting("optimize.learning_rate")
+    # "linear" decays the rate to 0 at step `steps` (the run's length, set by the runner).
+    lr_schedule: str = _from_setting("optimize.lr_schedule")
+    steps: int = _from_setting("optimize.steps")
     max_grad_norm: float = _from_setting("ppo.max_grad_norm")
     # The PPO objective.
     gamma: float = _from_setting("ppo.gamma")
@@ -122,6 +125,8 @@ class PPOConfig:
             raise ValueError("rollout_batch_size must be a multiple of minibatch_size")
         if self.value_model not in ("shared", "separate"):
             raise ValueError("value_model must be 'shared' or 'separate'")
+        if self.lr_schedule not in ("constant", "linear"):
+            raise ValueError("lr_schedule must be 'constant' or 'linear'")
 
 
 # ---- the math -----------------------------------------------------------------------
@@ -605,6 +610,7 @@ class PPOTrainer:
             advantages = masked_whiten(advantages, mask)
 
         self.model.train()
+        self._set_learning_rate()
         update = self._update(rollout, advantages, returns)
         mean_kl = self.accelerator.gather(kl.sum(dim=1)).mean().item()
         episodes = len(rollout) * self.accelerator.num_processes
@@ -636,6 +642,15 @@ class PPOTrainer:
             )
         ]
         return stats
+
+    def _set_learning_rate(self) -> None:
+        # A function of the step count alone, so a resumed run continues the same schedule.
+        config = self.config
+        rate = config.learning_rate
+        if config.lr_schedule == "linear":
+            rate *= max(0.0, 1 - self.step_count / config.steps)
+        for group in self.optimizer.param_groups:
+            group["lr"] = rate
 
     def _update(
         self, rollout: Rollout, advantages: torch.Tensor, returns: torch.Tensor

@@ -5,6 +5,7 @@ TensorBoard and the early stop on KL."""
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from typing import Any
 
 from transformers import PreTrainedModel
@@ -16,7 +17,8 @@ from rlhf_train.reward.source import score_function
 
 
 def ppo_config(job: PolicyJob) -> PPOConfig:
-    return PPOConfig.from_settings(job.config.optimize, job.config.ppo)
+    # The schedule runs over this run's steps (--max-steps or optimize.steps).
+    return replace(PPOConfig.from_settings(job.config.optimize, job.config.ppo), steps=job.steps)
 
 
 class _TensorBoard:

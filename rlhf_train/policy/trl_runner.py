@@ -124,7 +124,7 @@ def _trainer_args(job: PolicyJob, steps: int, batch_size: int) -> dict[str, Any]
         checkpoint_every=shared.checkpoint_every,
         max_steps=steps,
         progress=job.options.progress,
-    ) | {"logging_steps": 1}
+    ) | {"logging_steps": 1, "lr_scheduler_type": shared.lr_schedule}
 
 
 def _dpo_steps(job: PolicyJob, pairs: int) -> int:
