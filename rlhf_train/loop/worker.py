@@ -6,6 +6,11 @@ can stop it. Its output goes to logs/run-N.log. The worker beats the job's heart
 while the child lives, stops the child when a lead cancels, and records an outcome the
 child could not record itself (killed, out of memory). Before each claim it marks
 failed the runs whose worker stopped beating.
+
+Under `[worker] launcher` the child starts each training or sampling step as a launch of
+several ranks (loop.launched): they form a process group that the child stops with
+itself, so the worker's SIGTERM (a cancel) reaches every rank, and a child killed outright
+takes its launcher and ranks with it. The heartbeat goes on while the child waits for them.
 """
 
 from __future__ import annotations
