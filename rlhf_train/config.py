@@ -281,7 +281,12 @@ class OptimizeSettings:
 class PpoSettings:
     """`rlhf train ppo` and PPO retraining: our PPO (rlhf_train/policy/ppo.py)."""
 
-    ppo_epochs: int = setting(4, "passes over each rollout", AT_LEAST_1)
+    ppo_epochs: int = setting(
+        1,
+        "passes over each rollout; each pass costs about as much as the rollout itself "
+        "(bench/README.md measures 1 against 4)",
+        AT_LEAST_1,
+    )
     minibatch_size: int = setting(
         8,
         "rollout examples per optimizer step; optimize.batch_size must be a multiple of it",
