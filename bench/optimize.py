@@ -1,11 +1,15 @@
-"""Benchmark the four policy optimizers on one budget: PPO (ours, full, LoRA, and with a
-separate value model) against TRL's RLOO, GRPO and DPO.
+"""Benchmark the policy optimizers on one step budget: PPO (ours: full, LoRA, the earlier
+4-epoch update, and optionally a separate value model) against TRL's RLOO (full and
+LoRA), GRPO and DPO.
 
 One run, one machine: the same starting policy (the packaged SmolLM2-135M-Instruct by
-default), the same reward model, the same IMDB prompts and the same wall-clock budget
-per method (`--budget-minutes`, through `OptimizeOptions(time_limit=...)`). The question,
-from the issue: is our PPO at least as sample-efficient and at least as fast per episode
-as TRL's RLOO on the same budget? The answer is written out plainly, as `verdict`.
+default), the same reward model, the same IMDB prompts and the same number of optimizer
+steps per method (`--steps`); the wall time is reported, so a busy machine changes the
+times and not the result. The questions, from the issues: is our PPO at most as slow per
+episode as TRL's RLOO (LoRA against LoRA, full against full), at least as
+sample-efficient as the earlier 4-epoch update, ahead of every TRL method on reward per
+wall-minute, and no heavier in memory? The answers are written out plainly, one line per
+PPO row, as `verdict`.
 
 What is the same for every method, and why:
 
@@ -16,21 +20,20 @@ What is the same for every method, and why:
   reported: a weak reward model makes every optimizer look weak;
 - the work per optimizer step: `completions_per_step` responses are sampled per step by
   every method (PPO: that many prompts; RLOO and GRPO: that many / num_generations prompts
-  with num_generations responses each; DPO: half as many pairs), so one step samples the
-  same amount of text everywhere and episodes compare directly;
+  with num_generations responses each), so one step samples the same amount of text
+  everywhere and episodes compare directly;
 - max_new_tokens, temperature 1 with no top-k or top-p, kl_coef (PPO's and RLOO's
   penalty, GRPO's loss term, DPO's beta), the seed, and a learning rate per family: one
   for full fine-tuning, one (10x) for LoRA, whose low-rank update needs a larger step to
-  move as far;
+  move as far; the rate stays constant (optimize.lr_schedule), as TRL would otherwise
+  decay it over the few steps;
 - PPO's missing-end-token penalty is off (ppo.missing_eos_penalty = 0), since TRL's
-  trainers have none: every method then maximizes the same reward minus the same KL;
-- `optimize.steps` is set far out of reach, so the time limit alone ends every run and
-  TRL's linear learning-rate decay over max_steps stays flat, as PPO's rate is.
+  trainers have none: every method then maximizes the same reward minus the same KL.
 
-DPO is offline: it first samples two responses per train prompt from the starting policy
-and scores both with the reward model (chosen = the higher score), for
-`dpo_sampling_share` of its budget; those pairs go through import_preferences and
-export_preferences like any team's data, and DPO trains for the rest of the budget.
+DPO is offline: it first samples as many responses as the others do in their steps, two
+per train prompt from the starting policy, and scores both with the reward model (chosen
+= the higher score); those pairs go through import_preferences and export_preferences
+like any team's data, and DPO trains dpo_epochs over them.
 
 Each method runs in a fresh subprocess of this script (`--only METHOD --state FILE`), so
 its peak resident memory (and peak GPU memory on CUDA) is its own. In the same process,
@@ -39,22 +42,24 @@ after the peak is read, the trained policy is evaluated with
 same seed as the starting policy: reward mean before and after, Monte-Carlo KL to the
 starting policy, response length, distinct-2 and repetition. Per method the table also
 gives episodes (responses sampled: for DPO, pairs x 2), the optimizer's own seconds and
-seconds per episode, the whole train call's seconds (model load, reference copy, saving
+seconds per episode, this process's CPU seconds per episode (a neighbour taking a core
+changes it least), the whole train call's seconds (model load, reference copy, saving
 and registering, and DPO's sampling), peak RSS, reward gained per wall-minute (of the
 whole train call) and per 1000 episodes, and how many cores other processes kept busy.
+PPO's rows also get a profile: seconds per step in generation, scoring, the reference's
+log-probabilities, pi_old's log-probabilities and values, and each update epoch.
 
-The reward gains carry the evaluation's sampling noise: `gain_se` is the standard error
-of after - before over the eval prompts; a difference between methods smaller than about
-twice that is not a difference.
+Every gain carries a 95% bootstrap interval over the eval prompts (paired: the same
+prompts before and after), and so do the differences the verdict compares.
 
 Run it from the repository root:
 
-    python bench/optimize.py               # about 30 minutes on 2 CPU cores; prints a table,
+    python bench/optimize.py               # about an hour on 2 CPU cores; prints the tables,
                                            # writes bench/results/optimize.json
     python bench/optimize.py --quick       # a smoke run of a few minutes; writes nothing
                                            # unless --out is given
-    python bench/optimize.py --device cuda --policy openai-community/gpt2 --budget-minutes 10
-    python bench/optimize.py --methods ppo,rloo --reward path/to/reward-model
+    python bench/optimize.py --device cuda --policy openai-community/gpt2 --steps 20
+    python bench/optimize.py --methods ppo-lora,rloo-lora --reward path/to/reward-model
 """
 
 from __future__ import annotations
@@ -152,7 +157,8 @@ class Settings:
 
 DEFAULTS = Settings(
     steps=8,
-    prompts=800,
+    # About 10% land in the eval split: enough for 128 eval prompts.
+    prompts=1500,
     # 128 held-out prompts: the interval of a gain is about 0.1 reward wide each side.
     eval_prompts=128,
     completions_per_step=16,
@@ -1104,6 +1110,11 @@ def benchmark(root: Path, args: argparse.Namespace) -> dict[str, Any]:
         f"{args.policy} (converted once)...",
         flush=True,
     )
+    if eval_count < settings.eval_prompts:
+        raise UserError(
+            f"Only {eval_count} of the {settings.eval_prompts} eval prompts asked for landed "
+            "in the eval split; import more prompts or pass a smaller --eval-prompts."
+        )
     policy_name, policy_location = register_policy(workspace, args.policy)
     if args.reward is not None:
         reward = reused_reward(args.reward)
