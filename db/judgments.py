@@ -51,9 +51,22 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete, exists, func, literal, or_, select, text, true, update
+from sqlalchemy import (
+    Connection,
+    Integer,
+    String,
+    bindparam,
+    delete,
+    exists,
+    func,
+    insert,
+    or_,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.orm import Session, aliased, sessionmaker
+from sqlalchemy.orm import Session, sessionmaker
 
 from db.engine import transaction
 from db.errors import UserError
@@ -66,6 +79,144 @@ _ADVISORY_LOCK_KEY = 7_215_031  # an arbitrary constant naming "assignment" for 
 # next_pair's tries at a locked candidate whose room went meanwhile, per open round.
 _CLAIM_TRIES = 8
 _locking = "rows"
+
+# The statements are built once, here, with bound parameters: building SQLAlchemy
+# expressions on every call cost more client CPU than the database spent running them.
+_P, _R, _J, _L = (model.__table__ for model in (Pair, Round, Judgment, PairLease))
+_PROMPTS = Prompt.__table__
+_SAMPLE_A, _SAMPLE_B = Sample.__table__.alias("sample_a"), Sample.__table__.alias("sample_b")
+_EARLIER = _L.alias("earlier")
+_ANNOTATOR = bindparam("annotator", type_=Integer)
+_NOW = bindparam("now", type_=_L.c.expires_at.type)
+_EXPIRES = bindparam("expires", type_=_L.c.expires_at.type)
+_PAIR = bindparam("pair", type_=Integer)
+_OVERLAP = bindparam("overlap", type_=Integer)
+
+_NOT_JUDGED = ~exists().where(_J.c.pair_id == _P.c.id, _J.c.annotator_id == _ANNOTATOR)
+_NOT_LEASED_TO_ME = ~exists().where(_L.c.pair_id == _P.c.id, _L.c.annotator_id == _ANNOTATOR)
+_LEASED_BY_OTHERS = (
+    select(func.count(_L.c.id))
+    .where(_L.c.pair_id == _P.c.id, _L.c.annotator_id != _ANNOTATOR, _L.c.expires_at > _NOW)
+    .scalar_subquery()
+)
+_ROOM = or_(_P.c.gold_choice.is_not(None), _P.c.judgment_count + _LEASED_BY_OTHERS < _R.c.overlap)
+
+# Judgments plus the live leases of others granted before this one: if that fills the
+# overlap, this lease's judgment would be refused.
+_AHEAD = (
+    select(func.count(_EARLIER.c.id))
+    .where(
+        _EARLIER.c.pair_id == _L.c.pair_id,
+        _EARLIER.c.annotator_id != _ANNOTATOR,
+        _EARLIER.c.expires_at > _NOW,
+        _EARLIER.c.id < _L.c.id,
+    )
+    .scalar_subquery()
+)
+_HELD = (
+    select(
+        _L.c.id,
+        _L.c.pair_id,
+        _L.c.left_sample,
+        (_L.c.expires_at > _NOW).label("live"),
+        ((_R.c.status == "open") & _NOT_JUDGED).label("usable"),
+        or_(_P.c.gold_choice.is_not(None), _P.c.judgment_count + _AHEAD < _R.c.overlap).label(
+            "room"
+        ),
+    )
+    .select_from(_L.join(_P, _P.c.id == _L.c.pair_id).join(_R, _R.c.id == _P.c.round_id))
+    .where(_L.c.annotator_id == _ANNOTATOR)
+    .order_by(_L.c.expires_at.desc(), _L.c.id.desc())
+)
+_END_LEASES = delete(_L).where(_L.c.id.in_(bindparam("leases", expanding=True)))
+_EXTEND_LEASE = (
+    update(_L)
+    .where(_L.c.pair_id == _PAIR, _L.c.annotator_id == _ANNOTATOR)
+    .values(expires_at=_EXPIRES)
+)
+_RELEASE_LEASE = delete(_L).where(_L.c.pair_id == _PAIR, _L.c.annotator_id == _ANNOTATOR)
+_OPEN_ROUNDS = (
+    select(_R.c.id, _R.c.overlap, _R.c.gold_rate).where(_R.c.status == "open").order_by(_R.c.number)
+)
+_CANDIDATES = select(_P.c.id).where(
+    _P.c.round_id == bindparam("round", type_=Integer),
+    _P.c.judgment_count < _OVERLAP,
+    _P.c.gold_choice.is_(None),
+    _NOT_JUDGED,
+    _NOT_LEASED_TO_ME,
+    _P.c.judgment_count + _LEASED_BY_OTHERS < _OVERLAP,
+)
+_FULLEST_FIRST = (_P.c.round_id.desc(), _P.c.judgment_count.desc(), _P.c.id.desc())
+_CANDIDATE = (
+    _CANDIDATES.order_by(*_FULLEST_FIRST).limit(1).with_for_update(key_share=True, skip_locked=True)
+)
+_CANDIDATE_PASSING = (
+    _CANDIDATES.where(_P.c.id.not_in(bindparam("passed", expanding=True)))
+    .order_by(*_FULLEST_FIRST)
+    .limit(1)
+    .with_for_update(key_share=True, skip_locked=True)
+)
+_GOLD = select(_P.c.id).where(
+    _P.c.round_id == bindparam("round", type_=Integer),
+    _P.c.gold_choice.is_not(None),
+    _NOT_JUDGED,
+)
+_GOLD_COUNT = select(func.count()).select_from(_GOLD.subquery())
+_GOLD_PICK = _GOLD.order_by(_P.c.id).offset(bindparam("skip", type_=Integer)).limit(1)
+_NEW_LEASE_VALUES = select(_P.c.id, _ANNOTATOR, _EXPIRES, bindparam("side", type_=String(1))).where(
+    _P.c.id == _PAIR,
+    _R.c.id == _P.c.round_id,
+    _R.c.status == "open",
+    _NOT_JUDGED,
+    _ROOM,
+)
+_NEW_LEASE = {
+    dialect.dialect.name: dialect.insert(_L)
+    .from_select(["pair_id", "annotator_id", "expires_at", "left_sample"], _NEW_LEASE_VALUES)
+    .on_conflict_do_nothing(index_elements=["pair_id", "annotator_id"])
+    .returning(_L.c.id)
+    for dialect in (postgresql, sqlite)
+}
+_ASSIGNMENT = (
+    select(_R.c.number, _PROMPTS.c.text, _SAMPLE_A.c.text, _SAMPLE_B.c.text, _R.c.guidelines)
+    .select_from(
+        _P.join(_R, _R.c.id == _P.c.round_id)
+        .join(_PROMPTS, _PROMPTS.c.id == _P.c.prompt_id)
+        .join(_SAMPLE_A, _SAMPLE_A.c.id == _P.c.sample_a_id)
+        .join(_SAMPLE_B, _SAMPLE_B.c.id == _P.c.sample_b_id)
+    )
+    .where(_P.c.id == _PAIR)
+)
+# The pair's row with its round's status and overlap, locked until commit (its newest
+# committed version: see the module docstring).
+_LOCK_PAIR = (
+    select(_P.c.round_id, _P.c.gold_choice, _P.c.judgment_count, _R.c.status, _R.c.overlap)
+    .select_from(_P.join(_R, _R.c.id == _P.c.round_id))
+    .where(_P.c.id == _PAIR)
+    .with_for_update(key_share=True, of=_P)
+)
+_MY_JUDGMENT = select(_J.c.id, _J.c.choice).where(
+    _J.c.pair_id == _PAIR, _J.c.annotator_id == _ANNOTATOR
+)
+_JUDGMENT_FIELDS = ("choice", "left_sample", "strength", "rationale", "flags", "ms_spent")
+_INSERT_JUDGMENT = insert(_J).returning(_J.c.id)
+_UPDATE_JUDGMENT = update(_J).where(_J.c.id == bindparam("judgment", type_=Integer))
+_LATEST_JUDGMENT = (
+    select(_J.c.id, _J.c.pair_id)
+    .select_from(_J.join(_P, _P.c.id == _J.c.pair_id).join(_R, _R.c.id == _P.c.round_id))
+    .where(_J.c.annotator_id == _ANNOTATOR, _R.c.status == "open")
+    .order_by(_J.c.created_at.desc(), _J.c.id.desc())
+    .limit(1)
+)
+_JUDGMENT_BY_ID = select(_J.c.choice, _J.c.left_sample).where(
+    _J.c.id == bindparam("judgment", type_=Integer)
+)
+_DELETE_JUDGMENT = delete(_J).where(_J.c.id == bindparam("judgment", type_=Integer))
+_COUNT_BY = (
+    update(_P)
+    .where(_P.c.id == _PAIR)
+    .values(judgment_count=_P.c.judgment_count + bindparam("delta", type_=Integer))
+)
 
 
 class PairUnavailable(UserError):
@@ -110,44 +261,30 @@ def locking() -> str:
     return _locking
 
 
-def _begin(session: Session) -> None:
-    """Take the locks this transaction needs before it reads anything.
+def _begin(session: Session) -> Connection:
+    """Take the locks this transaction needs before it reads anything; returns the
+    session's connection, which the statements above run on.
 
     PostgreSQL with "global": the transaction-scoped advisory lock; with "rows": none here
     (each pair is locked where it is used). SQLite: a write that changes nothing, which
     takes the database's single write lock, so no other writer can change what this
     transaction is about to decide on.
     """
-    if session.get_bind().dialect.name == "postgresql":
+    session.flush()  # whatever the caller added before is visible to the statements
+    connection = session.connection()
+    if connection.dialect.name == "postgresql":
         if _locking == "global":
-            session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _ADVISORY_LOCK_KEY})
+            connection.execute(
+                text("SELECT pg_advisory_xact_lock(:key)"), {"key": _ADVISORY_LOCK_KEY}
+            )
     else:
-        session.execute(
-            update(PairLease).where(PairLease.id == -1).values(pair_id=PairLease.pair_id)
-        )
+        connection.execute(update(_L).where(_L.c.id == -1).values(pair_id=_L.c.pair_id))
+    return connection
 
 
-def _lock_pair(session: Session, pair_id: int) -> Any:
-    """The pair's row with its round's status and overlap, locked until commit (its
-    newest committed version: see the module docstring); None if there is no such pair."""
-    return session.execute(
-        select(Pair.round_id, Pair.gold_choice, Pair.judgment_count, Round.status, Round.overlap)
-        .join(Round, Round.id == Pair.round_id)
-        .where(Pair.id == pair_id)
-        .with_for_update(key_share=True, of=Pair)
-    ).one_or_none()
-
-
-def _assignment(session: Session, pair_id: int, left_sample: str) -> Assignment:
-    sample_a, sample_b = aliased(Sample), aliased(Sample)
-    number, prompt, text_a, text_b, guidelines = session.execute(
-        select(Round.number, Prompt.text, sample_a.text, sample_b.text, Round.guidelines)
-        .select_from(Pair)
-        .join(Round, Round.id == Pair.round_id)
-        .join(Prompt, Prompt.id == Pair.prompt_id)
-        .join(sample_a, sample_a.id == Pair.sample_a_id)
-        .join(sample_b, sample_b.id == Pair.sample_b_id)
-        .where(Pair.id == pair_id)
+def _assignment(connection: Connection, pair_id: int, left_sample: str) -> Assignment:
+    number, prompt, text_a, text_b, guidelines = connection.execute(
+        _ASSIGNMENT, {"pair": pair_id}
     ).one()
     return Assignment(
         pair_id=pair_id,
@@ -160,171 +297,90 @@ def _assignment(session: Session, pair_id: int, left_sample: str) -> Assignment:
     )
 
 
-def _not_judged_by(annotator_id: int) -> Any:
-    return ~exists().where(Judgment.pair_id == Pair.id, Judgment.annotator_id == annotator_id)
-
-
-def _not_leased_to(annotator_id: int) -> Any:
-    return ~exists().where(PairLease.pair_id == Pair.id, PairLease.annotator_id == annotator_id)
-
-
-def _leased_by_others(annotator_id: int, now: datetime) -> Any:
-    return (
-        select(func.count(PairLease.id))
-        .where(
-            PairLease.pair_id == Pair.id,
-            PairLease.annotator_id != annotator_id,
-            PairLease.expires_at > now,
-        )
-        .scalar_subquery()
-    )
-
-
-def _held_pair(session: Session, annotator_id: int, now: datetime) -> tuple[int, str] | None:
+def _held_pair(connection: Connection, annotator_id: int, now: datetime) -> tuple[int, str] | None:
     """(pair id, side) of a pair this annotator was shown, still leased to them, not yet
     judged, and with room for their judgment, its lease extended. Their leases on pairs
     without room end here, and so do their expired ones (so that every pair without a
     lease row of theirs is one they may be offered afresh)."""
-    earlier = aliased(PairLease)
-    # Judgments plus the live leases of others granted before this one: if that fills the
-    # overlap, this lease's judgment would be refused.
-    ahead = (
-        select(func.count(earlier.id))
-        .where(
-            earlier.pair_id == PairLease.pair_id,
-            earlier.annotator_id != annotator_id,
-            earlier.expires_at > now,
-            earlier.id < PairLease.id,
-        )
-        .scalar_subquery()
-    )
-    has_room = or_(Pair.gold_choice.is_not(None), Pair.judgment_count + ahead < Round.overlap)
-    usable = (Round.status == "open") & _not_judged_by(annotator_id)
-    held = session.execute(
-        select(
-            PairLease.id,
-            PairLease.pair_id,
-            PairLease.left_sample,
-            PairLease.expires_at > now,
-            usable,
-            has_room,
-        )
-        .join(Pair, Pair.id == PairLease.pair_id)
-        .join(Round, Round.id == Pair.round_id)
-        .where(PairLease.annotator_id == annotator_id)
-        .order_by(PairLease.expires_at.desc(), PairLease.id.desc())
-    ).all()
-    ended = [lease for lease, _, _, live, use, room in held if not live or (use and not room)]
+    held = connection.execute(_HELD, {"annotator": annotator_id, "now": now}).all()
+    ended = [row.id for row in held if not row.live or (row.usable and not row.room)]
     if ended:
-        session.execute(delete(PairLease).where(PairLease.id.in_(ended)))
-    for _, pair_id, side, live, use, room in held:
-        if live and use and room:
-            session.execute(
-                update(PairLease)
-                .where(PairLease.pair_id == pair_id, PairLease.annotator_id == annotator_id)
-                .values(expires_at=now + timedelta(seconds=LEASE_SECONDS))
+        connection.execute(_END_LEASES, {"leases": ended})
+    for row in held:
+        if row.live and row.usable and row.room:
+            expires = now + timedelta(seconds=LEASE_SECONDS)
+            connection.execute(
+                _EXTEND_LEASE,
+                {"pair": row.pair_id, "annotator": annotator_id, "expires": expires},
             )
-            return pair_id, side
+            return row.pair_id, row.left_sample
     return None
 
 
-def _open_rounds(session: Session) -> list[Any]:
-    return list(
-        session.execute(
-            select(Round.id, Round.overlap, Round.gold_rate)
-            .where(Round.status == "open")
-            .order_by(Round.number)
-        ).all()
-    )
-
-
 def _new_lease(
-    session: Session, pair_id: int, annotator_id: int, now: datetime, left_sample: str
+    connection: Connection, pair_id: int, annotator_id: int, now: datetime, left_sample: str
 ) -> bool:
     """Lease the pair to the annotator if it still has room for them (checked by the
     insert itself, on the newest committed rows: the caller holds the pair's lock, or the
     pair is gold); False if not, or if they already hold a lease row on it."""
-    expires = now + timedelta(seconds=LEASE_SECONDS)
-    room = or_(
-        Pair.gold_choice.is_not(None),
-        Pair.judgment_count + _leased_by_others(annotator_id, now) < Round.overlap,
-    )
-    values = select(
-        Pair.id,
-        literal(annotator_id),
-        literal(expires, PairLease.expires_at.type),
-        literal(left_sample),
-    ).where(
-        Pair.id == pair_id,
-        Round.id == Pair.round_id,
-        Round.status == "open",
-        _not_judged_by(annotator_id),
-        room,
-    )
-    dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
-    statement = (
-        dialect.insert(PairLease)
-        .from_select(["pair_id", "annotator_id", "expires_at", "left_sample"], values)
-        .on_conflict_do_nothing(index_elements=["pair_id", "annotator_id"])
-        .returning(PairLease.id)
-    )
-    return session.execute(statement).first() is not None
+    parameters = {
+        "pair": pair_id,
+        "annotator": annotator_id,
+        "now": now,
+        "expires": now + timedelta(seconds=LEASE_SECONDS),
+        "side": left_sample,
+    }
+    statement = _NEW_LEASE[connection.dialect.name]
+    return connection.execute(statement, parameters).first() is not None
 
 
 def _claim_ordinary(
-    session: Session, annotator_id: int, now: datetime, round_id: int, overlap: int, side: str
+    connection: Connection,
+    annotator_id: int,
+    now: datetime,
+    round_id: int,
+    overlap: int,
+    side: str,
 ) -> int | None:
     """Lease this annotator the round's ordinary pair closest to done that has room for
     them; its id, or None.
 
     The query walks the index (round_id, judgment_count, id) backwards from the fullest
-    pairs, with the overlap as a constant, and stops at the first that fits and is not
-    locked by another transaction (SKIP LOCKED): no sort over the round's pairs, and no
-    waiting behind another annotator's pair. The lease's own insert checks the room
-    again, since another transaction may have leased the pair between this query's
-    snapshot and its lock; then the next candidate is tried.
+    pairs and stops at the first that fits and is not locked by another transaction
+    (SKIP LOCKED): no sort over the round's pairs, and no waiting behind another
+    annotator's pair. The lease's own insert checks the room again, since another
+    transaction may have leased the pair between this query's snapshot and its lock;
+    then the next candidate is tried.
     """
+    parameters: dict[str, Any] = {
+        "round": round_id,
+        "overlap": overlap,
+        "annotator": annotator_id,
+        "now": now,
+    }
     passed: list[int] = []
     for _ in range(_CLAIM_TRIES):
-        query = select(Pair.id).where(
-            Pair.round_id == round_id,
-            Pair.judgment_count < overlap,
-            Pair.gold_choice.is_(None),
-            _not_judged_by(annotator_id),
-            _not_leased_to(annotator_id),
-            Pair.judgment_count + _leased_by_others(annotator_id, now) < overlap,
-            Pair.id.not_in(passed) if passed else true(),
-        )
-        pair_id = session.scalar(
-            query.order_by(Pair.round_id.desc(), Pair.judgment_count.desc(), Pair.id.desc())
-            .limit(1)
-            .with_for_update(key_share=True, skip_locked=True)
-        )
+        statement = _CANDIDATE_PASSING if passed else _CANDIDATE
+        pair_id = connection.execute(statement, parameters | {"passed": passed}).scalar()
         if pair_id is None:
             return None
-        if _new_lease(session, pair_id, annotator_id, now, side):
+        if _new_lease(connection, pair_id, annotator_id, now, side):
             return pair_id
         passed.append(pair_id)
     return None
 
 
-def _gold_pair(session: Session, annotator_id: int, round_id: int, draw: float) -> int | None:
-    candidates = select(Pair.id).where(
-        Pair.round_id == round_id, Pair.gold_choice.is_not(None), _not_judged_by(annotator_id)
-    )
-    count = session.scalar(select(func.count()).select_from(candidates.subquery())) or 0
+def _gold_pair(connection: Connection, annotator_id: int, round_id: int, draw: float) -> int | None:
+    parameters = {"round": round_id, "annotator": annotator_id}
+    count = connection.execute(_GOLD_COUNT, parameters).scalar() or 0
     if count == 0:
         return None
-    return session.scalar(candidates.order_by(Pair.id).offset(int(draw * count)).limit(1))
+    return connection.execute(_GOLD_PICK, parameters | {"skip": int(draw * count)}).scalar()
 
 
 def release_lease(session: Session, annotator_id: int, pair_id: int) -> None:
     """End this annotator's lease on the pair, if any: the pair is free for others."""
-    session.execute(
-        delete(PairLease).where(
-            PairLease.pair_id == pair_id, PairLease.annotator_id == annotator_id
-        )
-    )
+    session.connection().execute(_RELEASE_LEASE, {"pair": pair_id, "annotator": annotator_id})
 
 
 def next_pair(
@@ -337,23 +393,23 @@ def next_pair(
     """The pair to show this annotator now, leased to them; None when nothing is left."""
     now = now or utcnow()
     rng = rng or random.Random()
-    _begin(session)
-    held = _held_pair(session, annotator_id, now)
+    connection = _begin(session)
+    held = _held_pair(connection, annotator_id, now)
     if held is not None:
-        return _assignment(session, *held)
+        return _assignment(connection, *held)
     side = rng.choice("AB")
-    for round_id, overlap, gold_rate in _open_rounds(session):
+    for round_id, overlap, gold_rate in connection.execute(_OPEN_ROUNDS).all():
         # Gold pairs come at the gold rate, and also once no ordinary pair is left.
         if rng.random() < (gold_rate or 0.0):
-            gold = _gold_pair(session, annotator_id, round_id, rng.random())
-            if gold is not None and _new_lease(session, gold, annotator_id, now, side):
-                return _assignment(session, gold, side)
-        pair_id = _claim_ordinary(session, annotator_id, now, round_id, overlap, side)
+            gold = _gold_pair(connection, annotator_id, round_id, rng.random())
+            if gold is not None and _new_lease(connection, gold, annotator_id, now, side):
+                return _assignment(connection, gold, side)
+        pair_id = _claim_ordinary(connection, annotator_id, now, round_id, overlap, side)
         if pair_id is None:
-            pair_id = _gold_pair(session, annotator_id, round_id, rng.random())
-            if pair_id is None or not _new_lease(session, pair_id, annotator_id, now, side):
+            pair_id = _gold_pair(connection, annotator_id, round_id, rng.random())
+            if pair_id is None or not _new_lease(connection, pair_id, annotator_id, now, side):
                 continue
-        return _assignment(session, pair_id, side)
+        return _assignment(connection, pair_id, side)
     return None
 
 
@@ -368,8 +424,9 @@ def record_judgment(
     rationale: str = "",
     flags: dict[str, Any] | None = None,
     ms_spent: int = 0,
-) -> Judgment:
-    """Store the judgment; a second submit for the same pair updates it, never adds one.
+) -> int:
+    """Store the judgment and return its id; a second submit for the same pair updates
+    it, never adds one.
 
     `choice` names the stored pair's sample (A or B), whichever side it was shown on.
     """
@@ -379,47 +436,45 @@ def record_judgment(
         raise UserError(f"left_sample is {left_sample!r}; it must be A or B.")
     if strength is not None and not 1 <= strength <= 3:
         raise UserError(f"Strength {strength} is out of range; use 1, 2 or 3.")
-    _begin(session)
-    pair = _lock_pair(session, pair_id)
+    connection = _begin(session)
+    mine = {"pair": pair_id, "annotator": annotator_id}
+    pair = connection.execute(_LOCK_PAIR, mine).one_or_none()
     if pair is None or pair.status != "open":
         raise PairUnavailable("This pair's round is closed; your judgment was not needed.")
-    counts = choice != "skip"
-    judgment = session.scalar(
-        select(Judgment)
-        .where(Judgment.pair_id == pair_id, Judgment.annotator_id == annotator_id)
-        .execution_options(populate_existing=True)
-    )
+    # Read after the lock, so a double submit's first half is seen once it committed.
+    earlier = connection.execute(_MY_JUDGMENT, mine).one_or_none()
     # How this submit changes the pair's count: +1 for a new vote, and also for a skip
     # turned into a vote on resubmit, which must respect the overlap just the same.
-    delta = int(counts) - (0 if judgment is None else int(judgment.choice != "skip"))
+    counts = choice != "skip"
+    delta = int(counts) - (0 if earlier is None else int(earlier.choice != "skip"))
     gold = pair.gold_choice is not None
     if delta > 0 and not gold and pair.judgment_count >= pair.overlap:
         raise PairUnavailable(
             "Other annotators completed this pair meanwhile; here is the next one."
         )
-    new = judgment is None
-    if new:
-        judgment = Judgment(pair_id=pair_id, annotator_id=annotator_id)
-        session.add(judgment)
-    judgment.choice = choice
-    judgment.left_sample = left_sample
-    judgment.strength = strength
-    judgment.rationale = rationale
-    judgment.flags = flags or {}
-    judgment.ms_spent = max(0, int(ms_spent))
-    judgment.created_at = utcnow()
-    if delta:
-        session.execute(
-            update(Pair)
-            .where(Pair.id == pair_id)
-            .values(judgment_count=Pair.judgment_count + delta)
+    fields = dict(
+        zip(
+            _JUDGMENT_FIELDS,
+            (choice, left_sample, strength, rationale, flags or {}, max(0, int(ms_spent))),
+            strict=True,
         )
-    release_lease(session, annotator_id, pair_id)
-    session.flush()
-    if new or delta:
+    )
+    fields["created_at"] = utcnow()
+    if earlier is None:
+        judgment_id = connection.execute(
+            _INSERT_JUDGMENT, fields | {"pair_id": pair_id, "annotator_id": annotator_id}
+        ).scalar_one()
+    else:
+        judgment_id = earlier.id
+        connection.execute(_UPDATE_JUDGMENT.values(**fields), {"judgment": judgment_id})
+    if delta:
+        connection.execute(_COUNT_BY, {"pair": pair_id, "delta": delta})
+    connection.execute(_RELEASE_LEASE, mine)
+    if earlier is None or delta:
         change = 0 if gold else _capped_change(pair.judgment_count, delta, pair.overlap)
-        note_judgment(session, pair.round_id, pair.overlap, change, judgment.id if new else None)
-    return judgment
+        new_id = judgment_id if earlier is None else None
+        note_judgment(session, pair.round_id, pair.overlap, change, new_id)
+    return judgment_id
 
 
 def _capped_change(count: int, delta: int, overlap: int) -> int:
@@ -447,46 +502,37 @@ def submit_judgment(
 def undo_last(session: Session, annotator_id: int, *, now: datetime | None = None) -> int | None:
     """Remove this annotator's latest judgment in an open round and lease its pair back to
     them, so it is the next pair they see. Returns the pair id, or None."""
-    _begin(session)
-    latest = session.execute(
-        select(Judgment.id, Judgment.pair_id)
-        .join(Pair, Pair.id == Judgment.pair_id)
-        .join(Round, Round.id == Pair.round_id)
-        .where(Judgment.annotator_id == annotator_id, Round.status == "open")
-        .order_by(Judgment.created_at.desc(), Judgment.id.desc())
-        .limit(1)
-    ).first()
+    connection = _begin(session)
+    latest = connection.execute(_LATEST_JUDGMENT, {"annotator": annotator_id}).first()
     if latest is None:
         return None
     pair_id = latest.pair_id
-    pair = _lock_pair(session, pair_id)
+    pair = connection.execute(_LOCK_PAIR, {"pair": pair_id}).one()
     # Read again under the pair's lock: a second tab may have changed or undone it.
-    judgment = session.scalar(
-        select(Judgment).where(Judgment.id == latest.id).execution_options(populate_existing=True)
-    )
+    judgment = connection.execute(_JUDGMENT_BY_ID, {"judgment": latest.id}).one_or_none()
     if judgment is None:
         return None
     if judgment.choice != "skip":
-        session.execute(
-            update(Pair).where(Pair.id == pair_id).values(judgment_count=Pair.judgment_count - 1)
-        )
+        connection.execute(_COUNT_BY, {"pair": pair_id, "delta": -1})
         if pair.gold_choice is None:
             change = _capped_change(pair.judgment_count, -1, pair.overlap)
             note_judgment(session, pair.round_id, pair.overlap, change, None)
-    left_sample = judgment.left_sample
-    session.delete(judgment)
-    session.flush()
+    connection.execute(_DELETE_JUDGMENT, {"judgment": latest.id})
     # Shown again the way round it was judged. Any lease left from before is replaced: the
     # side must be the judgment's, and the new row's id puts it behind leases granted while
     # the judgment stood (if those fill the pair, _held_pair ends this one).
-    release_lease(session, annotator_id, pair_id)
+    mine = {"pair": pair_id, "annotator": annotator_id}
+    connection.execute(_RELEASE_LEASE, mine)
     expires = (now or utcnow()) + timedelta(seconds=LEASE_SECONDS)
-    session.add(
-        PairLease(
-            pair_id=pair_id, annotator_id=annotator_id, expires_at=expires, left_sample=left_sample
-        )
+    connection.execute(
+        insert(_L),
+        {
+            "pair_id": pair_id,
+            "annotator_id": annotator_id,
+            "expires_at": expires,
+            "left_sample": judgment.left_sample,
+        },
     )
-    session.flush()
     return pair_id
 
 

@@ -81,12 +81,16 @@ class Worker:
     """One annotator's thread: what it committed for sure, and the pairs whose outcome it
     cannot know (the database went away during the transaction)."""
 
-    def __init__(self, sessions, annotator_id: int, started: threading.Event) -> None:
+    def __init__(
+        self, sessions, annotator_id: int, pair_ids: list[int], started: threading.Event
+    ) -> None:
         self.sessions, self.annotator_id, self.started = sessions, annotator_id, started
+        self.pair_ids = pair_ids
         self.committed: dict[int, str] = {}
         self.uncertain: set[int] = set()
         self.errors: list[str] = []
         self.outages = 0  # operations the database failed
+        self.done = 0
         self.rng = random.Random(annotator_id)
 
     def _submit(self, pair_id: int) -> None:
@@ -113,19 +117,22 @@ class Worker:
 
     def run(self) -> None:
         self.started.wait()
-        done = 0
-        while done < OPERATIONS:
+        while self.done < OPERATIONS:
             try:
                 with transaction(self.sessions) as session:
                     assignment = next_pair(session, self.annotator_id, rng=self.rng)
                 if assignment is None:
                     return
-                done += 1
+                self.done += 1
                 self._submit(assignment.pair_id)
                 if self.rng.random() < 0.1:
                     self._submit(assignment.pair_id)  # a double submit
                 if self.rng.random() < 0.1:
                     self._undo()
+                if self.rng.random() < 0.15:
+                    # A stale tab: a pair shown long ago, which others may have filled.
+                    self._submit(self.rng.choice(self.pair_ids))
+                time.sleep(self.rng.uniform(0.02, 0.1))  # reading the next pair
             except DBAPIError:
                 self.outages += 1
                 time.sleep(0.2)  # the outage: the page would show its sentence and retry
@@ -163,7 +170,9 @@ def test_a_crowd_with_failures_keeps_every_invariant(
     held_pair = int(ready.read_text())
 
     started = threading.Event()
-    workers = [Worker(sessions, annotator_id, started) for annotator_id in workers_ids]
+    with sessions() as session:
+        pair_ids = list(session.scalars(select(Pair.id)))
+    workers = [Worker(sessions, annotator_id, pair_ids, started) for annotator_id in workers_ids]
     threads = [threading.Thread(target=worker.run) for worker in workers]
     for thread in threads:
         thread.start()
@@ -172,7 +181,10 @@ def test_a_crowd_with_failures_keeps_every_invariant(
     os.kill(child.pid, signal.SIGKILL)  # mid-transaction
     child.join(timeout=10)
     if postgres:
-        time.sleep(1.0)
+        deadline = time.monotonic() + 60
+        while sum(worker.done for worker in workers) < WORKERS * OPERATIONS // 3:
+            assert time.monotonic() < deadline, "the crowd made no progress"
+            time.sleep(0.05)
         outage = request.getfixturevalue("postgres_outage")
         outage(1.5).join()  # every connection ended, none accepted for 1.5 s
     for thread in threads:
