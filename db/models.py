@@ -40,6 +40,9 @@ USER_ROLES = ("annotator", "lead")
 MODEL_KINDS = ("policy", "reward")
 ROUND_STATUSES = ("open", "closed")
 PAIR_STRATEGIES = ("random", "new_vs_previous", "uncertainty", "imported", "arena")
+# How the annotate page shows a round's responses: plain text, or Markdown made safe
+# (annotate_app/markdown_safe.py).
+RENDER_MODES = ("text", "markdown")
 CHOICES = ("A", "B", "tie", "both_bad", "skip")
 # "round" is the lead's retraining job: close a round, export, train, evaluate, generate.
 RUN_KINDS = ("sft", "reward", "ppo", "dpo", "rloo", "grpo", "round")
@@ -174,6 +177,7 @@ class Round(Base):
         _one_of("status", ROUND_STATUSES, "status"),
         CheckConstraint("overlap >= 1", name="overlap_positive"),
         CheckConstraint("gold_rate >= 0 AND gold_rate <= 1", name="gold_rate_fraction"),
+        _one_of("render", RENDER_MODES, "render"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -187,6 +191,7 @@ class Round(Base):
     # An arena round's plan, fixed when it is created so that a resumed generation keeps
     # its balance: {"policies": [model ids], "weights": [one per policy pair], "seed": n}.
     arena_plan: Mapped[dict[str, Any] | None]
+    render: Mapped[str] = mapped_column(String(20), default="text", server_default="text")
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     closed_at: Mapped[datetime | None]
 

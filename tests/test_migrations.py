@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import func, inspect, select
+from sqlalchemy.exc import IntegrityError
 
 from db.engine import make_engine, session_factory, transaction
 from db.models import (
@@ -166,5 +168,26 @@ def test_existing_leases_get_a_side(db_url: str) -> None:
         assert sorted(side for (side,) in sides) == ["A", "B"]
         failures = connection.exec_driver_sql("SELECT count(*) FROM login_failures").scalar()
         assert failures == 0
+    assert _differences(engine) == []
+    engine.dispose()
+
+
+def test_existing_rounds_render_as_text(db_url: str) -> None:
+    """Rounds made before revision 0007 keep their rows and show plain text; the new
+    column takes only the modes the app knows."""
+    engine = make_engine(db_url)
+    _upgrade_from(engine, "0006")
+    with engine.connect() as connection:
+        assert connection.exec_driver_sql("SELECT render FROM rounds").scalar() == "text"
+        assert connection.exec_driver_sql("SELECT count(*) FROM pairs").scalar() == 1
+    with pytest.raises(IntegrityError), engine.begin() as connection:
+        connection.exec_driver_sql("UPDATE rounds SET render = 'html'")
+    with engine.begin() as connection:
+        connection.exec_driver_sql("UPDATE rounds SET render = 'markdown'")
+    downgrade(engine, "0006")
+    upgrade(engine)
+    with engine.connect() as connection:
+        # Down and up again: the mode is dropped with its column, and comes back as text.
+        assert connection.exec_driver_sql("SELECT render FROM rounds").scalar() == "text"
     assert _differences(engine) == []
     engine.dispose()
