@@ -6,7 +6,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from db.errors import UserError
-from db.models import Pair, Round, utcnow
+from db.models import RENDER_MODES, Pair, Round, utcnow
 from db.rounds import get_round
 
 GOLD_ANSWERS = ("A", "B", "tie", "both_bad")
@@ -22,14 +22,32 @@ def set_status(session: Session, number: int, status: str) -> Round:
     return round_
 
 
+def set_render(session: Session, number: int, render: str) -> Round:
+    """Show round `number`'s responses as `render` ("text" or "markdown") from now on;
+    what is stored is unchanged, only how the annotate page shows it."""
+    if render not in RENDER_MODES:
+        raise UserError(f"Unknown render mode {render!r}; use text or markdown.")
+    round_ = get_round(session, number)
+    round_.render = render
+    session.flush()
+    return round_
+
+
 def update_settings(
-    session: Session, number: int, *, overlap: int, gold_rate: float, guidelines: str
+    session: Session,
+    number: int,
+    *,
+    overlap: int,
+    gold_rate: float,
+    guidelines: str,
+    render: str | None = None,
 ) -> Round:
+    """Set a round's overlap, gold rate, guidelines and (unless None) render mode."""
     if overlap < 1:
         raise UserError(f"Overlap {overlap} is below 1; each pair needs at least one judgment.")
     if not 0 <= gold_rate <= 1:
         raise UserError(f"Gold rate {gold_rate} is not between 0 and 1.")
-    round_ = get_round(session, number)
+    round_ = get_round(session, number) if render is None else set_render(session, number, render)
     round_.overlap = overlap
     round_.gold_rate = gold_rate
     round_.guidelines = guidelines

@@ -44,6 +44,12 @@ def get_round(session: Session, number: int) -> Round:
     return found
 
 
+def render_mode(session: Session, number: int) -> str:
+    """How the annotate page shows round `number`'s responses: "text" or "markdown"
+    ("text" for a round that no longer exists, as every round was shown before 0007)."""
+    return session.scalar(select(Round.render).where(Round.number == number)) or "text"
+
+
 def next_round_number(session: Session) -> int:
     return (session.scalar(select(func.max(Round.number))) or 0) + 1
 
@@ -56,8 +62,10 @@ def round_for_generation(
     previous: Model | None,
     overlap: int,
     gold_rate: float,
+    render: str = "text",
 ) -> Round:
-    """The open round `number`, created if new. Generating into it again resumes it."""
+    """The open round `number`, created if new (its settings then come from the
+    arguments). Generating into it again resumes it, with the settings it has."""
     if number < 1:
         raise UserError(f"Round numbers start at 1, not {number}; pass --round 1 or higher.")
     existing = find_round(session, number)
@@ -69,6 +77,7 @@ def round_for_generation(
             previous_policy_id=previous.id if previous else None,
             overlap=overlap,
             gold_rate=gold_rate,
+            render=render,
         )
         session.add(created)
         session.flush()
@@ -129,6 +138,7 @@ class RoundSummary:
     judgments: int
     overlap: int
     gold_rate: float
+    render: str = "text"  # how the annotate page shows its responses: text or markdown
 
     @property
     def judgments_needed(self) -> int:
@@ -155,6 +165,7 @@ def round_summaries(session: Session) -> list[RoundSummary]:
             judgments=judgments.get(round_.id, 0),
             overlap=round_.overlap,
             gold_rate=round_.gold_rate,
+            render=round_.render,
         )
         for round_ in session.scalars(select(Round).order_by(Round.number))
     ]

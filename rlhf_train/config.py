@@ -149,6 +149,12 @@ class RoundSettings:
         "which measures the annotator's accuracy) instead of an ordinary one",
         BETWEEN_0_AND_1,
     )
+    render: str = setting(
+        "text",
+        "how the annotate page shows a new round's responses: text (as written) or markdown "
+        "(headings, lists, tables and code rendered; images, links and HTML shown as text)",
+        Check(lambda v: v in ("text", "markdown"), "text or markdown"),
+    )
 
 
 @dataclass(frozen=True)

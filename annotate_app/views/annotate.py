@@ -1,9 +1,11 @@
 """The annotate page: a prompt, two responses side by side in random order, a choice.
 
-Responses are model output and untrusted: they are rendered with st.text, which shows
-them as plain text (line breaks kept) and never as HTML or Markdown, with bidirectional
-control characters made visible (annotate_app/display.py), in boxes of bounded height
-so that the buttons stay on screen however long a response is.
+Responses are model output and untrusted: they are shown as their round says
+(annotate_app/response_box.py), as plain text with st.text (line breaks kept, never HTML
+or Markdown) or as Markdown through a fixed allow-list of tags that loads and follows
+nothing (annotate_app/markdown_safe.py), with bidirectional control characters made
+visible (annotate_app/display.py) in both, in boxes of bounded height so that the
+buttons stay on screen however long a response is.
 
 Keys and button clicks are collected in the browser (annotate_app/pair_keys.py): each
 submit arrives with the choice and strength it was made with, however fast they were
@@ -21,8 +23,10 @@ from streamlit.delta_generator import DeltaGenerator
 
 from annotate_app.display import reveal_bidi
 from annotate_app.pair_keys import ClientState, Command, client_state, pair_keys
+from annotate_app.response_box import RESPONSE_STYLE, show_response
 from annotate_app.state import require_user, sessions, write
 from db.judgments import PairUnavailable, next_pair, progress, submit_judgment, undo_last
+from db.rounds import render_mode
 
 CHOICES = {  # value -> (button label, key)
     "left": ("Left is better", "1"),
@@ -43,16 +47,17 @@ SHORTCUTS = {
 }
 KEYS_WIDGET = "pair_keys"
 # A response box scrolls inside itself beyond this height, the prompt box beyond its own.
-_BOUNDED_BOXES = """
+_BOUNDED_BOXES = f"""
 <style>
-.st-key-left_response, .st-key-right_response { max-height: 42vh; overflow-y: auto; }
-.st-key-prompt { max-height: 18vh; overflow-y: auto; }
+.st-key-left_response, .st-key-right_response {{ max-height: 42vh; overflow-y: auto; }}
+.st-key-prompt {{ max-height: 18vh; overflow-y: auto; }}
+{RESPONSE_STYLE}
 </style>
 """
 
 
 def _reset_pair() -> None:
-    for key in ("assignment", "left", "shown_at", "view"):
+    for key in ("assignment", "left", "render", "shown_at", "view"):
         st.session_state.pop(key, None)
     # Widget values are set, not removed: a removed key is sent back by the browser with
     # its old value, and the next pair would inherit the flags and rationale.
@@ -68,7 +73,10 @@ def _load_pair(user_id: int) -> None:
         return
     with write() as session:
         assignment = next_pair(session, user_id)
+        # How this pair's round shows responses, read with the pair it goes with.
+        render = render_mode(session, assignment.round_number) if assignment else "text"
     st.session_state.assignment = assignment
+    st.session_state.render = render
     # Which stored sample is shown on the left: the lease's, stored with the judgment.
     st.session_state.left = assignment.left_sample if assignment is not None else None
     st.session_state.shown_at = time.monotonic()
@@ -181,12 +189,6 @@ def _progress(user_id: int) -> None:
         )
 
 
-def _response(column: DeltaGenerator, title: str, text: str, key: str) -> None:
-    with column.container(border=True, key=key):
-        st.markdown(f"**{title}**")
-        st.text(reveal_bidi(text))
-
-
 def _selection() -> ClientState | None:
     client = client_state(KEYS_WIDGET)
     return client if client.view == st.session_state.view else None
@@ -225,8 +227,9 @@ def render() -> None:
         else (assignment.text_b, assignment.text_a)
     )
     left_column, right_column = st.columns(2)
-    _response(left_column, "Left", left_text, "left_response")
-    _response(right_column, "Right", right_text, "right_response")
+    mode = st.session_state.render
+    show_response(left_column, "Left", left_text, mode, "left_response")
+    show_response(right_column, "Right", right_text, mode, "right_response")
 
     selection = _selection()
     _button_row(st.columns(len(CHOICES)), CHOICES, "choice", selection and selection.choice)

@@ -14,11 +14,16 @@ from annotate_app.plain import literal
 from annotate_app.run_view import workspace_root
 from annotate_app.state import require_lead, sessions, write
 from db.errors import UserError
-from db.models import Pair
+from db.models import RENDER_MODES, Pair
 from db.registry import list_models
 from db.round_admin import GOLD_ANSWERS, gold_pairs, set_gold, set_status, update_settings
 from db.rounds import get_round, round_summaries
 from rlhf_train.rounds.arena_start import start_arena_round
+
+RENDER_LABELS = {
+    "text": "plain text",
+    "markdown": "Markdown (rendered safely: images, links and HTML shown as text)",
+}
 
 require_lead()
 st.title("Rounds")
@@ -68,6 +73,7 @@ st.dataframe(
                 "needed": s.judgments_needed,
                 "overlap": s.overlap,
                 "gold rate": s.gold_rate,
+                "shown as": s.render,
             }
             for s in summaries
         ]
@@ -116,6 +122,13 @@ for summary in [by_number[chosen]]:
         with st.form(f"settings_{summary.number}"):
             overlap = st.number_input("Judgments per pair (overlap)", 1, 50, summary.overlap)
             gold_rate = st.slider("Gold rate", 0.0, 1.0, float(summary.gold_rate), 0.01)
+            render = st.radio(
+                "Show responses as",
+                RENDER_MODES,
+                RENDER_MODES.index(summary.render),
+                format_func=lambda mode: RENDER_LABELS[mode],
+                horizontal=True,
+            )
             text = st.text_area("Guidelines (Markdown)", guidelines, height=150)
             if st.form_submit_button("Save settings"):
                 _apply(
@@ -124,6 +137,7 @@ for summary in [by_number[chosen]]:
                     overlap=int(overlap),
                     gold_rate=gold_rate,
                     guidelines=text,
+                    render=render,
                     success="Saved.",
                 )
         st.markdown("**Gold pairs**")

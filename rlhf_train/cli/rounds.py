@@ -34,6 +34,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
             "generation.seed": args.seed,
             "generation.previous_fraction": args.previous_fraction,
             "generation.pair_strategy": args.pair_strategy,
+            "round.render": args.render,
             "runtime.device": args.device,
         },
     )
@@ -48,7 +49,20 @@ def cmd_generate(args: argparse.Namespace) -> int:
         )
         report = generate_round(workspace, request, progress=not args.no_progress)
     print(report.summary())
+    if args.render is not None:
+        print(_apply_render(workspace, args.round, args.render))
     return 0
+
+
+def _apply_render(workspace, number: int, render: str) -> str:
+    """An explicit --render holds for a resumed round too (a new one was created with
+    it); applied after generating, so a refused generation changes nothing."""
+    from db.engine import transaction
+    from db.round_admin import set_render
+
+    with transaction(workspace.sessions) as session:
+        set_render(session, number, render)
+    return f"Round {number} shows its responses as {render} in the app."
 
 
 def _generate_arena(workspace, args: argparse.Namespace):
@@ -215,6 +229,7 @@ def _add_generate(commands: Commands) -> None:
         rlhf generate --round 4 --samples-per-prompt 8 --pair-strategy uncertainty --reward rm-r3
         rlhf generate --round 5 --arena policy-r4,policy-r3,smollm2-135m-instruct --n-prompts 90
         rlhf generate --round 6 --arena policy-r4,policy-r3,smollm2-135m-instruct --adaptive
+        rlhf generate --round 7 --render markdown   # annotators see rendered Markdown
         """,
     )
     generate.add_argument("--round", type=int, required=True, help="round number (created if new)")
@@ -257,6 +272,9 @@ def _add_generate(commands: Commands) -> None:
         "--adaptive",
         action="store_true",
         help="with --arena: more prompts for the pairs whose rating intervals overlap most",
+    )
+    generate.add_argument(
+        "--render", choices=["text", "markdown"], help=setting_help("round.render")
     )
     generate.add_argument("--device", help=setting_help("runtime.device"))
     generate.add_argument("--no-progress", action="store_true", help="no progress bar")

@@ -156,6 +156,7 @@ def _arena_round(
             previous_policy_id=None,
             overlap=workspace.config.round.overlap,
             gold_rate=workspace.config.round.gold_rate,
+            render=workspace.config.round.render,
             arena_plan=plan.record(),
         )
         session.add(created)

@@ -246,6 +246,7 @@ def _prepare(workspace: Workspace, request: RoundRequest) -> _Prepared | None:
             previous=previous,
             overlap=workspace.config.round.overlap,
             gold_rate=workspace.config.round.gold_rate,
+            render=workspace.config.round.render,
         )
         if round_.arena_plan is not None:
             # Its first policy is round_.policy_id, so the check above let it through.

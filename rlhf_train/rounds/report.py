@@ -30,6 +30,9 @@ def describe_round(session: Session, number: int) -> str:
         f"  policy:          {summary.policy}",
         f"  previous policy: {summary.previous_policy or '-'}",
         f"  overlap:         {round_.overlap} judgments per pair; gold rate {round_.gold_rate:.0%}",
+        f"  shown as:        {round_.render} ("
+        + ("rendered Markdown" if round_.render == "markdown" else "plain text")
+        + " in the annotate page)",
         f"  prompts:         {summary.prompts}",
         f"  samples:         {samples['samples']} (mean {samples['mean_tokens']:.1f} tokens, "
         f"{samples['unfinished']} cut at the length limit)",
