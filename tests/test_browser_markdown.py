@@ -241,3 +241,23 @@ def test_planted_responses_stay_inert_and_judgeable(app_db, new_page, mode: str)
     assert second_row["choice"] != second_row["left_sample"]  # right won
     assert {second_row["A"], second_row["B"]} == {_long(), _wide()}
     assert len(_long()) == 20_000
+
+
+def test_the_rounds_page_shows_and_changes_the_render_mode(app_db, new_page) -> None:
+    app_db.add_user("boss", "lead")
+    page = new_page()
+    log_in(page, app_db.base_url, "boss")
+    page.get_by_role("link", name="Rounds").click()
+    page.get_by_role("heading", name="Rounds").wait_for()
+    wait_idle(page)
+    frame = page.locator('[data-testid="stDataFrame"]')
+    frame.locator('[role="gridcell"]').first.wait_for(state="attached")
+    header = frame.locator('[role="columnheader"]').all_text_contents()
+    cells = frame.locator('[role="gridcell"]').all_text_contents()
+    assert dict(zip(header, cells, strict=True))["shown as"] == "text"  # one round
+    page.get_by_text("Markdown (rendered safely", exact=False).click()
+    page.get_by_role("button", name="Save settings").click()
+    page.get_by_text("Saved.").wait_for()
+    with app_db.sessions() as session:
+        assert session.scalar(select(Round.render)) == "markdown"
+    assert_no_app_exception(page)
