@@ -83,7 +83,6 @@ kl_coef = 0.05
 checkpoint_every = 10
 
 [ppo]
-minibatch_size = 8
 missing_eos_penalty = 0.0
 
 [evaluate]

@@ -287,7 +287,7 @@ def test_cli_lora_saves_merged_or_adapter_and_tensorboard(ppo_ws, tiny_policy) -
     ("extra", "message"),
     [
         (("--reward", "nowhere.py:score"), "Cannot import the reward function module"),
-        (("--batch-size", "6"), "multiple of ppo.minibatch_size"),
+        (("--batch-size", "5"), "multiple of ppo.minibatch_size"),
         (("--save-adapter",), "needs --lora"),
         (("--prompts", "missing.txt"), "missing.txt"),
     ],

@@ -44,9 +44,12 @@ def test_the_cli_path_reads_the_workspace_settings(tmp_path) -> None:
     (tmp_path / "rlhf.toml").write_text(
         "[optimize]\nbatch_size = 24\n[ppo]\nnormalize_rewards = false\nkl_limit = 3.0\n"
     )
-    job = SimpleNamespace(config=load_config(tmp_path, environ={}))
+    # `steps`: the run's length (--max-steps or optimize.steps), which the schedule spans.
+    job = SimpleNamespace(config=load_config(tmp_path, environ={}), steps=7)
     config = ppo_config(job)
-    assert config.rollout_batch_size == 24
+    assert config.rollout_batch_size == 24 and config.steps == 7
     assert config.normalize_rewards is False and config.kl_limit == 3.0
-    default = ppo_config(SimpleNamespace(config=load_config(tmp_path / "none", environ={})))
+    default = ppo_config(
+        SimpleNamespace(config=load_config(tmp_path / "none", environ={}), steps=100)
+    )
     assert default.normalize_rewards is True  # what `rlhf train ppo` has always used
