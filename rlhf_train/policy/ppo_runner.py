@@ -31,6 +31,8 @@ class _TensorBoard:
         for key, value in stats.items():
             if isinstance(value, int | float) and math.isfinite(value):
                 self.writer.add_scalar(f"ppo/{key}", value, stats["step"])
+        for phase, seconds in stats.get("phase_seconds", {}).items():
+            self.writer.add_scalar(f"ppo_seconds/{phase}", seconds, stats["step"])
         self.writer.flush()
 
 
