@@ -16,6 +16,7 @@ from db.round_admin import set_render, update_settings
 from db.rounds import render_mode, round_summaries
 from rlhf_train.cli import main
 from rlhf_train.workspace import Workspace
+from tests.tiny_models import build_tiny_policy
 
 COMMON = ["--n-prompts", "2", "--max-new-tokens", "3", "--batch-size", "2", "--no-progress"]
 
@@ -112,3 +113,16 @@ def test_round_admin_sets_and_refuses_render_modes(workspace) -> None:
         assert render_mode(session, 1) == "markdown"
         with pytest.raises(UserError, match="Unknown render mode 'html'; use text or markdown."):
             set_render(session, 1, "html")
+
+
+def test_an_arena_round_takes_the_render_flag(run, tiny_policy, tmp_path) -> None:
+    other = build_tiny_policy(tmp_path / "other-policy", seed=1)
+    run("init")
+    run("prompts", "builtin", "imdb", "--n", "6", "--words", "5")
+    arena = f"{tiny_policy},{other}"
+    code, out, err = run(
+        "generate", "--round", "1", "--arena", arena, *COMMON, "--render", "markdown"
+    )
+    assert code == 0, err
+    assert _render(run) == {1: "markdown"}
+    assert "shown as:        markdown" in run("rounds", "show", "1")[1]
