@@ -10,6 +10,7 @@
 // every change of `data`, and runs only the last call's cleanup when it unmounts.
 
 let api = null; // the mounted component: {setStateValue, data}
+const SCROLLED_BOXES = ".st-key-prompt, .st-key-left_response, .st-key-right_response";
 let view = null; // the screen Python shows: a fresh token per pair shown
 let selection = { choice: null, strength: null };
 let outbox = []; // commands Python has not acknowledged
@@ -100,6 +101,11 @@ export default function (component) {
   if (data.view !== view) {
     view = data.view;
     selection = { choice: null, strength: null };
+    // A new pair starts at the top of its boxes, not where the last one was scrolled to.
+    document.querySelectorAll(SCROLLED_BOXES).forEach((box) => {
+      box.scrollTop = 0;
+      box.scrollLeft = 0;
+    });
   }
   outbox = outbox.filter((sent) => sent.seq > data.acked);
   if (waiting && data.acked >= waiting) {

@@ -153,6 +153,17 @@ _UNCOVERED = """
   return !(inside && top !== null && button.contains(top));
 })
 """
+_SCROLL_TO_END = """
+() => ['left', 'right'].reduce((sum, side) => {
+  const box = document.querySelector(`.st-key-${side}_response`);
+  box.scrollTop = box.scrollHeight;
+  return sum + box.scrollHeight;
+}, 0)
+"""
+_SCROLLED = """
+() => ['left', 'right'].map((side) =>
+  document.querySelector(`.st-key-${side}_response`).scrollTop)
+"""
 _BOX_BOUNDS = """
 () => ['left', 'right'].map((side) => {
   const box = document.querySelector(`.st-key-${side}_response`);
@@ -207,7 +218,8 @@ def test_planted_responses_stay_inert_and_judgeable(app_db, new_page, mode: str)
             page.wait_for_timeout(300)
         _assert_inert(page, port, paths, seen)
         assert page.title() == title
-        # Judged by clicks.
+        # Judged by clicks, both boxes scrolled to their end first.
+        page.evaluate(_SCROLL_TO_END)
         page.locator(".st-key-choice_left button").click()
         wait_selected(page, "choice_left")
         page.locator(".st-key-submit button").click()
@@ -218,6 +230,8 @@ def test_planted_responses_stay_inert_and_judgeable(app_db, new_page, mode: str)
         shown = _response_text(page, "left") + _response_text(page, "right")
         for marker in ("MARKERLONG", "MARKEREND", "MARKERWIDE"):
             assert marker in shown, (mode, marker)
+        # The new pair starts at the top of its boxes, whatever the last one was scrolled to.
+        assert page.evaluate(_SCROLLED) == [0, 0]
         _assert_inert(page, port, paths, seen)
         # The long one scrolls inside its box.
         assert any(box["scrolls"] for box in page.evaluate(_BOX_BOUNDS))
