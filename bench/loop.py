@@ -83,6 +83,10 @@ kl_coef = 0.05
 checkpoint_every = 10
 
 [ppo]
+# LoRA learns far more per episode from four epochs over each rollout than from one
+# (bench/README.md, bench/optimize.py).
+ppo_epochs = 4
+minibatch_size = 8
 missing_eos_penalty = 0.0
 
 [evaluate]
