@@ -288,16 +288,14 @@ class PpoSettings:
     """`rlhf train ppo` and PPO retraining: our PPO (rlhf_train/policy/ppo.py)."""
 
     ppo_epochs: int = setting(
-        1,
+        2,
         "passes over each rollout; each pass costs about as much as the rollout itself "
-        "(bench/README.md measures 1 against 4)",
+        "(bench/README.md measures 1, 2 and 4)",
         AT_LEAST_1,
     )
     minibatch_size: int = setting(
-        2,
-        "rollout examples per optimizer step; optimize.batch_size must be a multiple of it "
-        "(16 / 2: eight updates per rollout, as many as four epochs of 8 made, at a quarter "
-        "of their cost)",
+        4,
+        "rollout examples per optimizer step; optimize.batch_size must be a multiple of it",
         AT_LEAST_1,
     )
     gradient_accumulation_steps: int = setting(
