@@ -123,3 +123,18 @@ def loop_settings(policy: Path, reward_backbone: Path) -> dict[str, str]:
         "RLHF_WORKER_POLL_SECONDS": "0.2",
         "RLHF_WORKER_HEARTBEAT_SECONDS": "0.5",
     }
+
+
+def processes_running(command_part: str) -> list[int]:
+    """Pids whose command line contains `command_part` (from /proc: no procps needed)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        if command_part in command:
+            found.append(int(entry.name))
+    return found

@@ -33,7 +33,7 @@ from rlhf_train.loop.launcher import check_workspace_launcher, parse_launcher
 from rlhf_train.rounds.generate import generate_round, request_from_config
 from rlhf_train.runs.summary import describe_run
 from rlhf_train.workspace import Workspace
-from tests.helpers import loop_settings, record_votes
+from tests.helpers import loop_settings, processes_running, record_votes
 from tests.tiny_models import build_tiny_reward_backbone
 
 PROMPTS = [f"The film number {i} was" for i in range(24)]
@@ -226,7 +226,7 @@ def test_a_launched_job_succeeds_and_a_killed_rank_resumes_to_the_same_result(
         ppo = session.scalars(select(TrainingRun).where(TrainingRun.kind == "ppo")).one()
         assert ppo.status == "failed" and ppo.metrics["processes"] == 2
         assert session.scalar(select(Round).where(Round.number == 2)) is None
-    assert not _processes_running(f"{killed.root} runs step {job.id}")
+    assert not processes_running(f"{killed.root} runs step {job.id}")
 
     assert rlhf(killed, "runs", "retry", str(job.id)) == 0
     assert rlhf(killed, "worker", "--once") == 0
@@ -253,11 +253,11 @@ def test_cancel_mid_step_stops_every_rank(tmp_path, monkeypatch, tiny_policy, re
         _wait_for(
             lambda: _ppo_progress(workspace) > 0, explain=lambda: describe_run(workspace, job_id)
         )
-        ranks = _processes_running(f"{workspace.root} runs step {job_id} optimize")
+        ranks = processes_running(f"{workspace.root} runs step {job_id} optimize")
         assert len(ranks) >= 2  # two ranks (and the launcher, whose command line holds it too)
         assert rlhf(workspace, "runs", "cancel", str(job_id)) == 0
         _wait_for(lambda: _job(workspace).status != "running", 90)
-        _wait_for(lambda: not _processes_running(f"{workspace.root} runs step {job_id}"), 30)
+        _wait_for(lambda: not processes_running(f"{workspace.root} runs step {job_id}"), 30)
     finally:
         os.killpg(worker.pid, signal.SIGKILL)
         worker.wait()
@@ -325,18 +325,3 @@ def _wait_for(condition, seconds: float = 240.0, explain=None) -> None:
         if time.monotonic() > deadline:
             raise AssertionError("timed out" + (f":\n{explain()}" if explain else ""))
         time.sleep(0.3)
-
-
-def _processes_running(command_part: str) -> list[int]:
-    """Pids whose command line contains `command_part` (read from /proc)."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
-        except OSError:
-            continue
-        if command_part in command:
-            found.append(int(entry.name))
-    return found

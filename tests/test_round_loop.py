@@ -25,7 +25,7 @@ from rlhf_train.rounds.generate import generate_round, request_from_config
 from rlhf_train.runs.summary import describe_run
 from rlhf_train.runs.trainer_args import last_checkpoint
 from rlhf_train.workspace import Workspace
-from tests.helpers import loop_settings, record_votes
+from tests.helpers import loop_settings, processes_running, record_votes
 from tests.tiny_models import build_tiny_reward_backbone
 
 PROMPTS = [f"The film number {i} was" for i in range(24)]
@@ -292,7 +292,7 @@ def test_cancel_stops_the_worker_run_and_a_killed_worker_is_marked_failed_then_r
             lambda: _step_running(loop_ws, "ppo"), explain=lambda: describe_run(loop_ws, job_id)
         )
         killed_ppo = _running_id(loop_ws, "ppo")
-        child = _processes_running(f"{loop_ws.root} runs execute {job_id}")
+        child = processes_running(f"{loop_ws.root} runs execute {job_id}")
         assert len(child) == 1
         os.kill(child[0], signal.SIGKILL)
         _wait_for(lambda: _job(loop_ws).status == "failed", 60)
@@ -312,21 +312,6 @@ def test_cancel_stops_the_worker_run_and_a_killed_worker_is_marked_failed_then_r
         # The killed PPO run resumed from its checkpoint rather than starting over.
         assert [run.id for run in ppo if run.status == "succeeded"] == [killed_ppo]
         assert current_policy(session).name == "policy-r1"
-
-
-def _processes_running(command_part: str) -> list[int]:
-    """Pids whose command line contains `command_part` (from /proc: no procps needed)."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
-        except OSError:
-            continue
-        if command_part in command:
-            found.append(int(entry.name))
-    return found
 
 
 def _running_id(workspace: Workspace, kind: str) -> int:
