@@ -146,7 +146,8 @@ def test_full_sft_registers_a_better_child_policy(workspace, policy, text_file) 
         # Not promoted without --promote: the starting policy is still the current one.
         assert current_policy(session).id == start.id
         assert (run.kind, run.status, run.progress) == ("sft", "succeeded", 1.0)
-        assert run.output_model_id == model.id and run.metrics == metrics
+        # The run also records how many processes trained it (a resume must use as many).
+        assert run.output_model_id == model.id and run.metrics == metrics | {"processes": 1}
         assert run.config["data"] == str(text_file.resolve())
     assert any(record["step"] == 5 for record in read_run_log(Path(run.log_path)))
     assert not run_checkpoints(ws, result.run_id).exists()
