@@ -117,11 +117,19 @@ def sample_completions(
     return results  # type: ignore[return-value]
 
 
+def token_logprobs(logits: torch.Tensor, tokens: torch.Tensor, temperature: float) -> torch.Tensor:
+    """log pi(token | its context) under logits / temperature; logits [batch, n, vocab]
+    are the ones that predict tokens [batch, n]."""
+    log_probs = torch.log_softmax(logits.float() / temperature, dim=-1)
+    return torch.gather(log_probs, 2, tokens.unsqueeze(-1)).squeeze(-1)
+
+
 def response_logprobs(
     logits: torch.Tensor, query_responses: torch.Tensor, prompt_length: int, temperature: float
 ) -> torch.Tensor:
-    """log pi(a_t | s_t) of each response token, under logits / temperature."""
+    """log pi(a_t | s_t) of each response token, under logits / temperature, from the
+    logits of the whole sequence."""
     # Logits at position i predict token i + 1.
-    predicting = logits[:, prompt_length - 1 : -1].float() / temperature
-    tokens = query_responses[:, prompt_length:]
-    return torch.gather(torch.log_softmax(predicting, dim=-1), 2, tokens.unsqueeze(-1)).squeeze(-1)
+    return token_logprobs(
+        logits[:, prompt_length - 1 : -1], query_responses[:, prompt_length:], temperature
+    )

@@ -5,9 +5,10 @@ TRL 1.16 no longer ships a PPO trainer, so this is ours. It follows the publishe
 recipe for PPO on language models (Ziegler et al. 2019, Stiennon et al. 2020, Ouyang
 et al. 2022, and "The N Implementation Details of RLHF with PPO", Huang et al. 2024):
 
-1. Rollout. Sample a response to each prompt from the current policy. Score
-   (prompt, response) texts with the reward function. A response that never produced an
-   end token loses `missing_eos_penalty`.
+1. Rollout. Sample a response to each prompt from the current policy; the sampling pass
+   itself gives pi_old's log-probabilities (and, with the shared trunk, the values), so no
+   second forward pass is made. Score (prompt, response) texts with the reward function.
+   A response that never produced an end token loses `missing_eos_penalty`.
 2. Reward. r_t = -beta * (log pi(a_t|s_t) - log pi_ref(a_t|s_t)) for every response
    token, plus the score on the last one. beta is fixed or adapted towards a target KL.
 3. Advantages. Generalized advantage estimation with (gamma, lambda) over the response
@@ -44,7 +45,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from rlhf_train.atomic import write_text_atomically
 from rlhf_train.config import OptimizeSettings, PpoSettings, setting_field
-from rlhf_train.models.sampling import PromptInput, encode_prompt, end_token_ids
+from rlhf_train.models.sampling import PromptInput, encode_prompt, end_token_ids, token_logprobs
 from rlhf_train.runs.trainer_args import checkpoint_folders
 
 ScoreFunction = Callable[[list[str], list[str]], torch.Tensor]
@@ -346,13 +347,6 @@ class PolicyAndValue(nn.Module):
             use_cache=False,
         ).last_hidden_state
         return self.value(hidden[:, prompt_length - 1 : -1])
-
-
-def token_logprobs(logits: torch.Tensor, tokens: torch.Tensor, temperature: float) -> torch.Tensor:
-    """log pi(token | its context) under logits / temperature; logits [batch, n, vocab]
-    are the ones that predict tokens [batch, n]."""
-    log_probs = torch.log_softmax(logits.float() / temperature, dim=-1)
-    return torch.gather(log_probs, 2, tokens.unsqueeze(-1)).squeeze(-1)
 
 
 def _trunk(policy: PreTrainedModel) -> nn.Module:
