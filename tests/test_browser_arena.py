@@ -77,18 +77,20 @@ def test_the_annotate_page_names_no_policy(arena_workspace, serve, new_page) -> 
 
 def _choose(page, name: str) -> None:
     """Pick `name` in the Policies box. A click that lands while the expander opens or the
-    form reruns leaves the list closed, so the box is clicked until its list shows."""
+    form reruns leaves the list closed, or detaches the option under the pointer, so the
+    box is opened and the option clicked again until it takes."""
     box = page.locator('.st-key-arena_policies [data-testid="stMultiSelect"]')
     option = page.get_by_role("option", name=name)
-    wait_idle(page)
-    for _attempt in range(5):
-        box.click()
+    for _attempt in range(6):
+        wait_idle(page)
         try:
-            option.wait_for(timeout=3000)
+            box.click(timeout=3000)
+            option.click(timeout=3000)
             break
         except PlaywrightTimeout:
             page.keyboard.press("Escape")
-    option.click()
+    else:
+        raise AssertionError(f"{name} could not be chosen in the Policies box")
     page.keyboard.press("Escape")
     box.get_by_text(name).wait_for()
 

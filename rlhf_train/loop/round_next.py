@@ -30,6 +30,7 @@ import socket
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
+from datetime import datetime
 from typing import Any
 
 from db.engine import transaction
@@ -321,12 +322,14 @@ def _launch_step(job: Job, name: str, launcher: Launcher) -> None:
     _set_launched_error(job, None)
     command = launcher.command(job.workspace.cli_command("runs", "step", str(job.id), name))
     log_hint = f"the job's output ({job.workspace.logs_dir / f'run-{job.id}.log'} under a worker)"
+    started = utcnow()
     try:
         run_launched(command, f"step {name} of run {job.id}", log_hint)
     except BaseException as exc:
         cancelled = isinstance(exc, KeyboardInterrupt)
         recorded = None if cancelled else _launched_error(job)
-        _settle_step_runs(job, "cancelled" if cancelled else "failed", recorded or str(exc))
+        status = "cancelled" if cancelled else "failed"
+        _settle_step_runs(job, status, recorded or str(exc), started)
         if recorded is not None:
             raise UserError(recorded) from exc
         raise
@@ -338,13 +341,23 @@ def _launch_step(job: Job, name: str, launcher: Launcher) -> None:
         )
 
 
-def _settle_step_runs(job: Job, status: str, error: str) -> None:
-    """The job's step runs still marked running (their main rank was killed) get `status`."""
+def _settle_step_runs(job: Job, status: str, error: str, since: datetime) -> None:
+    """The job's step runs still marked running (their main rank was killed) get `status`.
+
+    When the step failed, a run that this launch ended as cancelled was cancelled by the
+    launcher stopping the surviving ranks (SIGTERM, which a rank records as a cancel), not
+    by a lead: it failed too."""
 
     def write() -> None:
         with transaction(job.workspace.sessions) as session:
             for run in child_runs(session, job.id):
-                if run.status == "running":
+                stopped_by_launcher = (
+                    status == "failed"
+                    and run.status == "cancelled"
+                    and run.finished_at is not None
+                    and run.finished_at >= since
+                )
+                if run.status == "running" or stopped_by_launcher:
                     run.status = status
                     run.finished_at = utcnow()
                     run.metrics = dict(run.metrics or {}) | {"error": error}
