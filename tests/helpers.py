@@ -138,3 +138,22 @@ def processes_running(command_part: str) -> list[int]:
         if command_part in command:
             found.append(int(entry.name))
     return found
+
+
+def rlhf(workspace, *args: str) -> int:
+    """The `rlhf` command line run in-process on `workspace`; its exit code."""
+    from rlhf_train.cli import main
+
+    return main(["--workspace", str(workspace.root), *args])
+
+
+def round_job(workspace):
+    """The workspace's retraining job (its one run of kind "round"), detached."""
+    from sqlalchemy import select
+
+    from db.models import TrainingRun
+
+    with workspace.sessions() as session:
+        job = session.scalar(select(TrainingRun).where(TrainingRun.kind == "round"))
+        session.expunge(job)
+        return job

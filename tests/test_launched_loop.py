@@ -33,7 +33,7 @@ from rlhf_train.loop.launcher import check_workspace_launcher, parse_launcher
 from rlhf_train.rounds.generate import generate_round, request_from_config
 from rlhf_train.runs.summary import describe_run
 from rlhf_train.workspace import Workspace
-from tests.helpers import loop_settings, processes_running, record_votes
+from tests.helpers import loop_settings, processes_running, record_votes, rlhf, round_job
 from tests.tiny_models import build_tiny_reward_backbone
 
 PROMPTS = [f"The film number {i} was" for i in range(24)]
@@ -135,21 +135,10 @@ def _judged_workspace(
     return workspace
 
 
-def rlhf(workspace: Workspace, *args: str) -> int:
-    return main(["--workspace", str(workspace.root), *args])
-
-
-def _job(workspace: Workspace) -> TrainingRun:
-    with workspace.sessions() as session:
-        job = session.scalar(select(TrainingRun).where(TrainingRun.kind == "round"))
-        session.expunge(job)
-        return job
-
-
 def _queue_and_work(workspace: Workspace) -> TrainingRun:
     assert rlhf(workspace, "round", "next", "--queue", "--no-progress") == 0
     assert rlhf(workspace, "worker", "--once") == 0
-    return _job(workspace)
+    return round_job(workspace)
 
 
 def _rank_weights(folder: Path) -> dict[str, torch.Tensor]:
@@ -230,7 +219,7 @@ def test_a_launched_job_succeeds_and_a_killed_rank_resumes_to_the_same_result(
 
     assert rlhf(killed, "runs", "retry", str(job.id)) == 0
     assert rlhf(killed, "worker", "--once") == 0
-    job = _job(killed)
+    job = round_job(killed)
     resumed = _check_outcome(killed, job)
     assert job.attempts == 2
     with killed.sessions() as session:
@@ -247,7 +236,7 @@ def test_cancel_mid_step_stops_every_rank(tmp_path, monkeypatch, tiny_policy, re
     monkeypatch.setenv("RLHF_OPTIMIZE_STEPS", "400")
     workspace = Workspace.open(workspace.root)
     assert rlhf(workspace, "round", "next", "--queue", "--no-progress") == 0
-    job_id = _job(workspace).id
+    job_id = round_job(workspace).id
     worker = _start_worker(workspace)
     try:
         _wait_for(
@@ -256,12 +245,12 @@ def test_cancel_mid_step_stops_every_rank(tmp_path, monkeypatch, tiny_policy, re
         ranks = processes_running(f"{workspace.root} runs step {job_id} optimize")
         assert len(ranks) >= 2  # two ranks (and the launcher, whose command line holds it too)
         assert rlhf(workspace, "runs", "cancel", str(job_id)) == 0
-        _wait_for(lambda: _job(workspace).status != "running", 90)
+        _wait_for(lambda: round_job(workspace).status != "running", 90)
         _wait_for(lambda: not processes_running(f"{workspace.root} runs step {job_id}"), 30)
     finally:
         os.killpg(worker.pid, signal.SIGKILL)
         worker.wait()
-    assert _job(workspace).status == "cancelled"
+    assert round_job(workspace).status == "cancelled"
     with workspace.sessions() as session:
         ppo = session.scalars(select(TrainingRun).where(TrainingRun.kind == "ppo")).one()
         assert ppo.status == "cancelled"

@@ -25,7 +25,7 @@ from rlhf_train.rounds.generate import generate_round, request_from_config
 from rlhf_train.runs.summary import describe_run
 from rlhf_train.runs.trainer_args import last_checkpoint
 from rlhf_train.workspace import Workspace
-from tests.helpers import loop_settings, processes_running, record_votes
+from tests.helpers import loop_settings, processes_running, record_votes, rlhf, round_job
 from tests.tiny_models import build_tiny_reward_backbone
 
 PROMPTS = [f"The film number {i} was" for i in range(24)]
@@ -68,17 +68,6 @@ def loop_ws(tmp_path, db_url, tiny_policy, reward_backbone, monkeypatch) -> Work
     workspace.engine.dispose()
 
 
-def rlhf(workspace: Workspace, *args: str) -> int:
-    return main(["--workspace", str(workspace.root), *args])
-
-
-def _job(workspace: Workspace) -> TrainingRun:
-    with workspace.sessions() as session:
-        job = session.scalar(select(TrainingRun).where(TrainingRun.kind == "round"))
-        session.expunge(job)
-        return job
-
-
 def test_round_next_turns_round_1_into_a_promoted_policy_and_an_open_round_2(
     loop_ws, capsys
 ) -> None:
@@ -88,7 +77,7 @@ def test_round_next_turns_round_1_into_a_promoted_policy_and_an_open_round_2(
     out = capsys.readouterr().out
     assert "round 2 is open for annotation" in out
 
-    job = _job(loop_ws)
+    job = round_job(loop_ws)
     assert job.status == "succeeded" and job.progress == 1.0
     steps = job.metrics["steps"]
     assert list(steps) == [
@@ -178,7 +167,7 @@ def test_a_failed_step_promotes_nothing_and_a_retry_resumes_after_the_finished_s
         before_id = before.id if before is not None else None
     assert rlhf(loop_ws, "round", "next", "--no-progress") == 2
     assert "must be a multiple of ppo.minibatch_size" in capsys.readouterr().err
-    job = _job(loop_ws)
+    job = round_job(loop_ws)
     assert job.status == "failed" and "minibatch" in job.metrics["error"]
     assert set(job.metrics["steps"]) == {"close", "export", "reward"}
     with loop_ws.sessions() as session:
@@ -192,7 +181,7 @@ def test_a_failed_step_promotes_nothing_and_a_retry_resumes_after_the_finished_s
     assert rlhf(loop_ws, "worker", "--once") == 0
     out = capsys.readouterr().out
     assert "1 runs (1 succeeded" in out
-    job = _job(loop_ws)
+    job = round_job(loop_ws)
     assert job.status == "succeeded" and job.attempts == 2
     with loop_ws.sessions() as session:
         # The reward step was not redone: still one reward model, now driving the policy.
@@ -245,17 +234,17 @@ def test_cancel_stops_the_worker_run_and_a_killed_worker_is_marked_failed_then_r
     monkeypatch.setenv("RLHF_OPTIMIZE_STEPS", "400")
     loop_ws = Workspace.open(loop_ws.root)
     assert rlhf(loop_ws, "round", "next", "--queue", "--no-progress") == 0
-    job_id = _job(loop_ws).id
+    job_id = round_job(loop_ws).id
 
     worker = _worker(loop_ws)
     try:
         _wait_for(lambda: _step_running(loop_ws, "ppo"))
         assert rlhf(loop_ws, "runs", "cancel", str(job_id)) == 0
-        _wait_for(lambda: _job(loop_ws).status != "running", 60)
+        _wait_for(lambda: round_job(loop_ws).status != "running", 60)
     finally:
         os.killpg(worker.pid, signal.SIGKILL)
         worker.wait()
-    job = _job(loop_ws)
+    job = round_job(loop_ws)
     assert job.status == "cancelled"
     with loop_ws.sessions() as session:
         assert current_policy(session) is None or current_policy(session).name != "policy-r1"
@@ -272,14 +261,14 @@ def test_cancel_stops_the_worker_run_and_a_killed_worker_is_marked_failed_then_r
     )
     os.killpg(worker.pid, signal.SIGKILL)
     worker.wait()
-    assert _job(loop_ws).status == "running"
+    assert round_job(loop_ws).status == "running"
 
     monkeypatch.setenv("RLHF_WORKER_STALE_AFTER_SECONDS", "1")
     time.sleep(1.5)
     assert rlhf(loop_ws, "worker", "--once") == 0
     out = capsys.readouterr().out
     assert f"Run {job_id} had no heartbeat: marked failed" in out
-    job = _job(loop_ws)
+    job = round_job(loop_ws)
     assert job.status == "failed" and "no heartbeat" in job.metrics["error"]
 
     # Retried; this time only the job's process dies (as under the OOM killer), while
@@ -295,17 +284,17 @@ def test_cancel_stops_the_worker_run_and_a_killed_worker_is_marked_failed_then_r
         child = processes_running(f"{loop_ws.root} runs execute {job_id}")
         assert len(child) == 1
         os.kill(child[0], signal.SIGKILL)
-        _wait_for(lambda: _job(loop_ws).status == "failed", 60)
+        _wait_for(lambda: round_job(loop_ws).status == "failed", 60)
     finally:
         os.killpg(worker.pid, signal.SIGKILL)
         worker.wait()
-    job = _job(loop_ws)
+    job = round_job(loop_ws)
     assert "killed by signal 9" in job.metrics["error"]
 
     monkeypatch.setenv("RLHF_OPTIMIZE_STEPS", "4")
     assert rlhf(loop_ws, "runs", "retry", str(job_id)) == 0
     assert rlhf(loop_ws, "worker", "--once") == 0
-    job = _job(loop_ws)
+    job = round_job(loop_ws)
     assert job.status == "succeeded" and job.attempts == 4, describe_run(loop_ws, job_id, 60)
     with loop_ws.sessions() as session:
         ppo = session.scalars(select(TrainingRun).where(TrainingRun.kind == "ppo")).all()
