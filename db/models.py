@@ -145,6 +145,9 @@ class Prompt(Base):
     split: Mapped[str] = mapped_column(String(20), default="train", index=True)
     # Whether generation wraps this prompt in the policy's chat template.
     chat: Mapped[bool] = mapped_column(Boolean, default=False)
+    # A conversation's turns ([{"role", "content"}], ending with a user turn), or None for
+    # a plain prompt; `text` then holds a readable rendering (db/conversations.py).
+    messages: Mapped[list[dict[str, str]] | None] = mapped_column(JSON, default=None)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
