@@ -71,6 +71,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from db.engine import transaction
 from db.errors import UserError
 from db.models import CHOICES, Judgment, Pair, PairLease, Prompt, Round, Sample, utcnow
+from db.ranking import normalize_ranking, shown_order, task_sample_ids, task_texts
 from db.round_progress import note_judgment, round_done
 
 LEASE_SECONDS = 10 * 60
@@ -178,7 +179,14 @@ _NEW_LEASE = {
     for dialect in (postgresql, sqlite)
 }
 _ASSIGNMENT = (
-    select(_R.c.number, _PROMPTS.c.text, _SAMPLE_A.c.text, _SAMPLE_B.c.text, _R.c.guidelines)
+    select(
+        _R.c.number,
+        _PROMPTS.c.text,
+        _SAMPLE_A.c.text,
+        _SAMPLE_B.c.text,
+        _R.c.guidelines,
+        _R.c.kind,
+    )
     .select_from(
         _P.join(_R, _R.c.id == _P.c.round_id)
         .join(_PROMPTS, _PROMPTS.c.id == _P.c.prompt_id)
@@ -190,7 +198,9 @@ _ASSIGNMENT = (
 # The pair's row with its round's status and overlap, locked until commit (its newest
 # committed version: see the module docstring).
 _LOCK_PAIR = (
-    select(_P.c.round_id, _P.c.gold_choice, _P.c.judgment_count, _R.c.status, _R.c.overlap)
+    select(
+        _P.c.round_id, _P.c.gold_choice, _P.c.judgment_count, _R.c.status, _R.c.overlap, _R.c.kind
+    )
     .select_from(_P.join(_R, _R.c.id == _P.c.round_id))
     .where(_P.c.id == _PAIR)
     .with_for_update(key_share=True, of=_P)
@@ -198,7 +208,16 @@ _LOCK_PAIR = (
 _MY_JUDGMENT = select(_J.c.id, _J.c.choice).where(
     _J.c.pair_id == _PAIR, _J.c.annotator_id == _ANNOTATOR
 )
-_JUDGMENT_FIELDS = ("choice", "left_sample", "strength", "rationale", "flags", "ms_spent")
+_JUDGMENT_FIELDS = (
+    "choice",
+    "left_sample",
+    "strength",
+    "rationale",
+    "flags",
+    "ms_spent",
+    "ranking",
+    "display_order",
+)
 _INSERT_JUDGMENT = insert(_J).returning(_J.c.id)
 _UPDATE_JUDGMENT = update(_J).where(_J.c.id == bindparam("judgment", type_=Integer))
 _LATEST_JUDGMENT = (
@@ -208,7 +227,7 @@ _LATEST_JUDGMENT = (
     .order_by(_J.c.created_at.desc(), _J.c.id.desc())
     .limit(1)
 )
-_JUDGMENT_BY_ID = select(_J.c.choice, _J.c.left_sample).where(
+_JUDGMENT_BY_ID = select(_J.c.choice, _J.c.left_sample, _J.c.display_order).where(
     _J.c.id == bindparam("judgment", type_=Integer)
 )
 _DELETE_JUDGMENT = delete(_J).where(_J.c.id == bindparam("judgment", type_=Integer))
@@ -233,6 +252,10 @@ class Assignment:
     guidelines: str
     # "A" or "B": the stored sample to show on the left, kept for as long as the lease.
     left_sample: str
+    # "ranking" for a task of a ranking round (db.ranking): `responses` then holds its K
+    # (sample id, text) in the order to show them, kept for as long as the lease.
+    kind: str = "pairwise"
+    responses: tuple[tuple[int, str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -282,10 +305,21 @@ def _begin(session: Session) -> Connection:
     return connection
 
 
-def _assignment(connection: Connection, pair_id: int, left_sample: str) -> Assignment:
-    number, prompt, text_a, text_b, guidelines = connection.execute(
+def _assignment(
+    connection: Connection,
+    pair_id: int,
+    left_sample: str,
+    annotator_id: int,
+    rng: random.Random,
+) -> Assignment:
+    number, prompt, text_a, text_b, guidelines, kind = connection.execute(
         _ASSIGNMENT, {"pair": pair_id}
     ).one()
+    responses: tuple[tuple[int, str], ...] = ()
+    if kind == "ranking":
+        texts = task_texts(connection, pair_id)
+        order = shown_order(connection, pair_id, annotator_id, rng)
+        responses = tuple((sample, texts[sample]) for sample in order)
     return Assignment(
         pair_id=pair_id,
         round_number=number,
@@ -294,6 +328,8 @@ def _assignment(connection: Connection, pair_id: int, left_sample: str) -> Assig
         text_b=text_b,
         guidelines=guidelines,
         left_sample=left_sample,
+        kind=kind,
+        responses=responses,
     )
 
 
@@ -396,20 +432,20 @@ def next_pair(
     connection = _begin(session)
     held = _held_pair(connection, annotator_id, now)
     if held is not None:
-        return _assignment(connection, *held)
+        return _assignment(connection, *held, annotator_id, rng)
     side = rng.choice("AB")
     for round_id, overlap, gold_rate in connection.execute(_OPEN_ROUNDS).all():
         # Gold pairs come at the gold rate, and also once no ordinary pair is left.
         if rng.random() < (gold_rate or 0.0):
             gold = _gold_pair(connection, annotator_id, round_id, rng.random())
             if gold is not None and _new_lease(connection, gold, annotator_id, now, side):
-                return _assignment(connection, gold, side)
+                return _assignment(connection, gold, side, annotator_id, rng)
         pair_id = _claim_ordinary(connection, annotator_id, now, round_id, overlap, side)
         if pair_id is None:
             pair_id = _gold_pair(connection, annotator_id, round_id, rng.random())
             if pair_id is None or not _new_lease(connection, pair_id, annotator_id, now, side):
                 continue
-        return _assignment(connection, pair_id, side)
+        return _assignment(connection, pair_id, side, annotator_id, rng)
     return None
 
 
@@ -424,11 +460,16 @@ def record_judgment(
     rationale: str = "",
     flags: dict[str, Any] | None = None,
     ms_spent: int = 0,
+    ranking: list[list[int]] | None = None,
+    display_order: list[int] | None = None,
 ) -> int:
     """Store the judgment and return its id; a second submit for the same pair updates
     it, never adds one.
 
-    `choice` names the stored pair's sample (A or B), whichever side it was shown on.
+    `choice` names the stored pair's sample (A or B), whichever side it was shown on. A
+    task of a ranking round takes choice "ranking" with `ranking` (groups of its sample
+    ids, best first, every response once: db.ranking) and `display_order` (its sample ids
+    as shown), or "skip"; `left_sample` is then unused (stored as "A").
     """
     if choice not in CHOICES:
         raise UserError(f"Unknown choice {choice!r}; use one of: {', '.join(CHOICES)}.")
@@ -441,6 +482,14 @@ def record_judgment(
     pair = connection.execute(_LOCK_PAIR, mine).one_or_none()
     if pair is None or pair.status != "open":
         raise PairUnavailable("This pair's round is closed; your judgment was not needed.")
+    if pair.kind == "ranking":
+        ranking, display_order = _checked_ranking(
+            connection, pair_id, choice, ranking, display_order
+        )
+    elif choice == "ranking":
+        raise UserError("This is a pair of two responses; choose A, B, tie or both bad.")
+    else:
+        ranking = display_order = None
     # Read after the lock, so a double submit's first half is seen once it committed.
     earlier = connection.execute(_MY_JUDGMENT, mine).one_or_none()
     # How this submit changes the pair's count: +1 for a new vote, and also for a skip
@@ -455,7 +504,16 @@ def record_judgment(
     fields = dict(
         zip(
             _JUDGMENT_FIELDS,
-            (choice, left_sample, strength, rationale, flags or {}, max(0, int(ms_spent))),
+            (
+                choice,
+                left_sample,
+                strength,
+                rationale,
+                flags or {},
+                max(0, int(ms_spent)),
+                ranking,
+                display_order,
+            ),
             strict=True,
         )
     )
@@ -475,6 +533,32 @@ def record_judgment(
         new_id = judgment_id if earlier is None else None
         note_judgment(session, pair.round_id, pair.overlap, change, new_id)
     return judgment_id
+
+
+def _checked_ranking(
+    connection: Connection,
+    pair_id: int,
+    choice: str,
+    ranking: list[list[int]] | None,
+    display_order: list[int] | None,
+) -> tuple[list[list[int]] | None, list[int] | None]:
+    """The ranking and display order to store for a ranking task, checked against its
+    samples (a skip stores the order shown and no ranking)."""
+    if choice not in ("ranking", "skip"):
+        raise UserError(
+            f"This task ranks several responses; submit choice 'ranking' or 'skip', not {choice!r}."
+        )
+    samples = task_sample_ids(connection, pair_id)
+    if display_order is not None:
+        shown = [int(sample) for sample in display_order]
+        if sorted(shown) != sorted(samples):
+            raise UserError("display_order must list each of the task's responses once.")
+        display_order = shown
+    if choice == "skip":
+        return None, display_order
+    if ranking is None:
+        raise UserError("A ranking judgment needs the ranking: order every response first.")
+    return normalize_ranking(ranking, samples), display_order
 
 
 def _capped_change(count: int, delta: int, overlap: int) -> int:
@@ -531,6 +615,7 @@ def undo_last(session: Session, annotator_id: int, *, now: datetime | None = Non
             "annotator_id": annotator_id,
             "expires_at": expires,
             "left_sample": judgment.left_sample,
+            "display_order": judgment.display_order,
         },
     )
     return pair_id

@@ -43,7 +43,11 @@ PAIR_STRATEGIES = ("random", "new_vs_previous", "uncertainty", "imported", "aren
 # How the annotate page shows a round's responses: plain text, or Markdown made safe
 # (annotate_app/markdown_safe.py).
 RENDER_MODES = ("text", "markdown")
-CHOICES = ("A", "B", "tie", "both_bad", "skip")
+# A ranking round's task shows K responses (3..6) and takes one judgment with the whole
+# order ("ranking"); a pairwise round's pair shows two.
+ROUND_KINDS = ("pairwise", "ranking")
+RANK_SIZES = (3, 6)  # the smallest and largest K
+CHOICES = ("A", "B", "tie", "both_bad", "skip", "ranking")
 # "round" is the lead's retraining job: close a round, export, train, evaluate, generate.
 RUN_KINDS = ("sft", "reward", "ppo", "dpo", "rloo", "grpo", "round")
 RUN_STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
@@ -181,6 +185,12 @@ class Round(Base):
         CheckConstraint("overlap >= 1", name="overlap_positive"),
         CheckConstraint("gold_rate >= 0 AND gold_rate <= 1", name="gold_rate_fraction"),
         _one_of("render", RENDER_MODES, "render"),
+        _one_of("kind", ROUND_KINDS, "kind"),
+        CheckConstraint(
+            "(kind = 'pairwise' AND rank_k IS NULL) OR "
+            f"(kind = 'ranking' AND rank_k BETWEEN {RANK_SIZES[0]} AND {RANK_SIZES[1]})",
+            name="rank_k",
+        ),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -195,6 +205,9 @@ class Round(Base):
     # its balance: {"policies": [model ids], "weights": [one per policy pair], "seed": n}.
     arena_plan: Mapped[dict[str, Any] | None]
     render: Mapped[str] = mapped_column(String(20), default="text", server_default="text")
+    kind: Mapped[str] = mapped_column(String(20), default="pairwise", server_default="pairwise")
+    # Responses per task of a ranking round; NULL for a pairwise round.
+    rank_k: Mapped[int | None] = mapped_column(Integer)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     closed_at: Mapped[datetime | None]
 
@@ -228,7 +241,7 @@ class Pair(Base):
         _one_of("strategy", PAIR_STRATEGIES, "strategy"),
         CheckConstraint("sample_a_id <> sample_b_id", name="distinct_samples"),
         CheckConstraint(
-            "gold_choice IS NULL OR gold_choice IN ('A', 'B', 'tie', 'both_bad')",
+            "gold_choice IS NULL OR gold_choice IN ('A', 'B', 'tie', 'both_bad', 'ranking')",
             name="gold_choice",
         ),
         # The next-pair query walks a round's pairs by how many judgments they have.
@@ -246,6 +259,9 @@ class Pair(Base):
     strategy: Mapped[str] = mapped_column(String(30), default="random")
     # Set by a lead for gold pairs; annotators are scored against it.
     gold_choice: Mapped[str | None] = mapped_column(String(20))
+    # A gold ranking task (gold_choice "ranking"): the known order best to worst as groups
+    # of sample ids, [[best]] alone when only the best is known (db.ranking).
+    gold_ranking: Mapped[list[Any] | None] = mapped_column(JSON)
     # Judgments other than skips, kept by db.judgments so that finding the next pair
     # for an annotator never counts a million rows.
     judgment_count: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
@@ -255,6 +271,22 @@ class Pair(Base):
     prompt: Mapped[Prompt] = relationship()
     sample_a: Mapped[Sample] = relationship(foreign_keys=[sample_a_id])
     sample_b: Mapped[Sample] = relationship(foreign_keys=[sample_b_id])
+
+
+class TaskSample(Base):
+    """The K responses of a ranking task (a `pairs` row of a ranking round, whose sample_a
+    and sample_b are its first two), by position."""
+
+    __tablename__ = "task_samples"
+    __table_args__ = (
+        UniqueConstraint("pair_id", "position", name="uq_task_samples_pair_position"),
+        UniqueConstraint("pair_id", "sample_id", name="uq_task_samples_pair_sample"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    pair_id: Mapped[int] = mapped_column(ForeignKey("pairs.id"), index=True)
+    position: Mapped[int] = mapped_column(Integer)
+    sample_id: Mapped[int] = mapped_column(ForeignKey("samples.id"))
 
 
 class Judgment(Base):
@@ -279,6 +311,11 @@ class Judgment(Base):
     flags: Mapped[dict[str, Any]] = mapped_column(default=dict)
     left_sample: Mapped[str] = mapped_column(String(1))
     ms_spent: Mapped[int] = mapped_column(Integer, default=0)
+    # A ranking (choice "ranking"): the order best to worst as groups of sample ids, tied
+    # responses in one group ([[12], [15, 11], [14]]), and the sample ids in the order
+    # they were shown. NULL for pairwise judgments.
+    ranking: Mapped[list[Any] | None] = mapped_column(JSON)
+    display_order: Mapped[list[Any] | None] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
@@ -301,6 +338,8 @@ class PairLease(Base):
     # Which stored sample the annotator sees on the left, fixed for the lease's life so
     # that a reload, a second tab or an undo shows the pair the same way round.
     left_sample: Mapped[str] = mapped_column(String(1))
+    # A ranking task's sample ids in the order shown, fixed like left_sample.
+    display_order: Mapped[list[Any] | None] = mapped_column(JSON)
 
 
 class Export(Base):

@@ -63,9 +63,11 @@ def round_for_generation(
     overlap: int,
     gold_rate: float,
     render: str = "text",
+    rank_k: int | None = None,
 ) -> Round:
     """The open round `number`, created if new (its settings then come from the
-    arguments). Generating into it again resumes it, with the settings it has."""
+    arguments; `rank_k` K makes it a ranking round of K responses per task). Generating
+    into it again resumes it, with the settings it has."""
     if number < 1:
         raise UserError(f"Round numbers start at 1, not {number}; pass --round 1 or higher.")
     existing = find_round(session, number)
@@ -78,6 +80,8 @@ def round_for_generation(
             overlap=overlap,
             gold_rate=gold_rate,
             render=render,
+            kind="pairwise" if rank_k is None else "ranking",
+            rank_k=rank_k,
         )
         session.add(created)
         session.flush()
@@ -86,6 +90,12 @@ def round_for_generation(
         raise UserError(
             f"Round {number} is closed, so no samples can be added to it; generate into a new "
             f"round with --round {next_round_number(session)}."
+        )
+    if existing.rank_k != rank_k:
+        shape = f"ranks {existing.rank_k} responses" if existing.rank_k else "is pairwise"
+        raise UserError(
+            f"Round {number} {shape}; resume it with the same --rank, or generate into round "
+            f"{next_round_number(session)}."
         )
     expected = (existing.policy_id, existing.previous_policy_id)
     given = (policy.id, previous.id if previous else None)
@@ -139,6 +149,8 @@ class RoundSummary:
     overlap: int
     gold_rate: float
     render: str = "text"  # how the annotate page shows its responses: text or markdown
+    kind: str = "pairwise"  # or "ranking": tasks of rank_k responses, one ranking each
+    rank_k: int | None = None
 
     @property
     def judgments_needed(self) -> int:
@@ -166,6 +178,8 @@ def round_summaries(session: Session) -> list[RoundSummary]:
             overlap=round_.overlap,
             gold_rate=round_.gold_rate,
             render=round_.render,
+            kind=round_.kind,
+            rank_k=round_.rank_k,
         )
         for round_ in session.scalars(select(Round).order_by(Round.number))
     ]
