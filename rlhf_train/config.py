@@ -155,6 +155,12 @@ class RoundSettings:
         "(headings, lists, tables and code rendered; images, links and HTML shown as text)",
         Check(lambda v: v in ("text", "markdown"), "text or markdown"),
     )
+    rank: int = setting(
+        0,
+        "responses a new round's annotators rank at once, K from 3 to 6 (a ranking round: "
+        "K responses per prompt, one ranking per task); 0 or 2: a pairwise round",
+        Check(lambda v: v in (0, 2) or 3 <= v <= 6, "0 or 2 (pairwise), or 3 to 6"),
+    )
 
 
 @dataclass(frozen=True)
@@ -416,10 +422,11 @@ class EvaluateSettings:
     judges: str = setting(
         "sentiment",
         "judge functions whose scores the report shows: sentiment (a lexicon score), words "
-        "(the response's length); empty for none",
+        "(the response's length), reviews (a classifier fitted on rated reviews); empty for "
+        "none",
         Check(
             lambda v: all(j.strip() in JUDGE_NAMES for j in v.split(",") if j.strip()),
-            f'a comma-separated list of {" and ".join(JUDGE_NAMES)}, or ""',
+            f'a comma-separated list of {", ".join(JUDGE_NAMES)}, or ""',
         ),
     )
     seed: int = setting(0, SEED)

@@ -29,6 +29,9 @@ PROMPTS = [
 ]
 KEYS = {
     "n",
+    "ended",
+    "ended_share",
+    "kl_terms",
     "score_mean",
     "score_std",
     "score_sem",
@@ -118,9 +121,11 @@ def test_kl_to_itself_is_zero_and_to_another_policy_positive(tiny_policy, tiny_p
     common = dict(max_new_tokens=8, seed=3, batch_size=4)
     itself = evaluate_policy(policy, tokenizer, PROMPTS, vowel_share, policy, **common)
     assert abs(itself["kl"]) < 1e-5
+    assert max(abs(term) for term in itself["kl_terms"]) < 1e-4
     assert itself["reference_perplexity"] > 1.0
     apart = evaluate_policy(policy, tokenizer, PROMPTS, vowel_share, other, **common)
     assert apart["kl"] > 0.1
+    assert sum(apart["kl_terms"]) / len(PROMPTS) == pytest.approx(apart["kl"])
     # The same samples either way: only the reference differs.
     assert apart["samples"] == itself["samples"]
     assert apart["reference_perplexity"] > itself["reference_perplexity"]
@@ -138,6 +143,8 @@ def test_evaluate_policy_is_deterministic_and_sane(tiny_policy) -> None:
     assert first["kl"] is None and first["reference_perplexity"] is None
     assert 0.0 <= first["score_mean"] <= 1.0 and first["score_std"] >= 0.0
     assert 1.0 <= first["response_length"] <= 8.0
+    assert first["ended_share"] == sum(first["ended"]) / len(PROMPTS)
+    assert first["kl_terms"] is None
     for key in ("unfinished_fraction", "distinct_1", "distinct_2", "repetition_rate"):
         assert 0.0 <= first[key] <= 1.0, key
     assert len(first["samples"]) == 4

@@ -20,6 +20,7 @@ is measured the same way wherever it is measured:
 from __future__ import annotations
 
 import math
+import re
 from collections import Counter
 from collections.abc import Callable, Sequence
 from contextlib import contextmanager
@@ -82,6 +83,16 @@ def repetition_rate(texts: Sequence[str]) -> float:
     `distinct_n`; an empty list gives 0.0.
     """
     return sum(loops(text) for text in texts) / len(texts) if texts else 0.0
+
+
+SENTENCE_END = re.compile(r"[.!?…][\"')\]»”’]*$")
+
+
+def ends(text: str, finished: bool) -> bool:
+    """Whether a response ends rather than being cut off: it produced an end token, or its
+    last words close a sentence. A policy that writes less by stopping mid-sentence at
+    the token limit does not end its responses; one that writes a short sentence does."""
+    return finished or bool(SENTENCE_END.search(text.rstrip()))
 
 
 # ---- log-probabilities ------------------------------------------------------------------
@@ -239,9 +250,12 @@ def evaluate_policy(
     the mean); scores, each response's score in prompt order (for paired comparisons of
     two policies on the same prompts); response_length (mean tokens, the end token
     included, as PPO counts them); unfinished_fraction (responses cut by max_new_tokens);
+    ended_share (responses that end: an end token, or a closed sentence, see `ends`) and
+    ended, that flag per response;
     distinct_1, distinct_2, repetition_rate; kl, the mean over responses of
     log pi(y) - log pi_ref(y) on the policy's own samples (a Monte-Carlo estimate of
-    KL(policy || reference) in nats per response, whose single terms may be negative),
+    KL(policy || reference) in nats per response, whose single terms, kl_terms, may be
+    negative),
     and reference_perplexity, exp of the mean per-token negative log-likelihood of the
     responses under the reference (both None without a reference); and `samples`, the
     first `sample_rows` (prompt, response, score). Sampling is seeded as in
@@ -262,6 +276,7 @@ def evaluate_policy(
     if scores.shape != (len(texts),):
         raise ValueError(f"the score function returned {scores.shape} for {len(texts)} responses")
     n = len(texts)
+    ended = [ends(c.text, c.finished) for c in responses]
     figures: dict[str, Any] = {
         "n": n,
         "score_mean": float(scores.mean()),
@@ -272,8 +287,11 @@ def evaluate_policy(
         "distinct_1": distinct_n(texts, 1),
         "distinct_2": distinct_n(texts, 2),
         "repetition_rate": repetition_rate(texts),
+        "ended_share": float(np.mean(ended)),
+        "ended": ended,
         "scores": [float(value) for value in scores],
         "kl": None,
+        "kl_terms": None,
         "reference_perplexity": None,
     }
     if reference_model is not None:
@@ -287,7 +305,9 @@ def evaluate_policy(
         reference_total = theirs.token_sums + torch.where(
             ended, theirs.stop, torch.zeros_like(theirs.stop)
         )
-        figures["kl"] = float((mine - reference_total).mean())
+        terms = mine - reference_total
+        figures["kl"] = float(terms.mean())
+        figures["kl_terms"] = [float(value) for value in terms]
         tokens = int(theirs.token_counts.sum())
         figures["reference_perplexity"] = (
             math.exp(-float(theirs.token_sums.sum()) / tokens) if tokens else None

@@ -38,6 +38,7 @@ from db.registry import current_policy, lineage
 from db.rounds import get_round
 from rlhf_train.atomic import check_output_folder
 from rlhf_train.errors import UserError
+from rlhf_train.evaluation.intervals import policy_intervals
 from rlhf_train.evaluation.measures import ScoreFunction, evaluate_policy
 from rlhf_train.evaluation.plots import write_policy_plots
 from rlhf_train.evaluation.text import FIGURE_KEYS, markdown
@@ -97,13 +98,13 @@ def held_out_prompts(workspace: Workspace, n: int) -> tuple[list[PromptInput], s
     with workspace.sessions() as session:
         for split in ("eval", "train"):
             rows = session.execute(
-                select(Prompt.text, Prompt.chat)
+                select(Prompt.text, Prompt.chat, Prompt.messages)
                 .where(Prompt.split == split)
                 .order_by(Prompt.id)
                 .limit(n)
             ).all()
             if rows:
-                return [PromptInput(text, chat) for text, chat in rows], split
+                return [PromptInput(text, chat, messages) for text, chat, messages in rows], split
     raise UserError(
         "The workspace has no prompts to evaluate on; import some with `rlhf prompts import` "
         "or `rlhf prompts builtin imdb`."
@@ -212,7 +213,7 @@ def _measure(
         sample_rows=len(prompts),
     )
     texts = [row["response"] for row in measured["samples"]]
-    figures = {key: measured[key] for key in ("n", *FIGURE_KEYS, "scores")}
+    figures = {key: measured[key] for key in ("n", *FIGURE_KEYS, "scores", "kl_terms")}
     if score is None:
         for key in ("score_mean", "score_std", "score_sem", "scores"):
             figures[key] = None
@@ -220,6 +221,7 @@ def _measure(
     judged = {name: JUDGES[name](prompt_texts, texts) for name in judges}
     for name, values in judged.items():
         figures |= judge_summary(name, values)
+    figures["intervals"] = policy_intervals(figures, texts, judged, measured["ended"])
     return figures, texts, judged
 
 

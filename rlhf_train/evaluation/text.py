@@ -15,16 +15,22 @@ FIGURE_LABELS = {
     "reference_perplexity": "Reference perplexity of the responses",
     "response_length": "Response length (tokens)",
     "unfinished_fraction": "Cut at max_new_tokens (share)",
+    "ended_share": "Ending (end token or closed sentence, share)",
     "distinct_1": "Distinct-1",
     "distinct_2": "Distinct-2",
     "repetition_rate": "Repetition rate (share looping)",
 }
 FIGURE_KEYS = tuple(FIGURE_LABELS)
+# Per-response lists and the intervals, which the table shows beside their figures.
+NOT_FIGURES = ("n", "scores", "kl_terms", "intervals")
 JUDGE_LABELS = {
     "sentiment_mean": "Sentiment (VADER compound), mean",
     "positive_share": "Sentiment positive (share)",
     "negative_share": "Sentiment negative (share)",
     "words_mean": "Words per response",
+    "reviews_mean": "Review classifier P(positive), mean",
+    "reviews_positive_share": "Review classifier positive (share)",
+    "reviews_negative_share": "Review classifier negative (share)",
 }
 
 
@@ -47,17 +53,25 @@ def _cell(text: str | None, limit: int = 200) -> str:
 def _figure_rows(metrics: dict[str, Any]) -> list[str]:
     figures = metrics["figures"]
     keys = list(FIGURE_KEYS) + [
-        key for key in figures["policy"] if key not in FIGURE_KEYS and key not in ("n", "scores")
+        key for key in figures["policy"] if key not in FIGURE_KEYS and key not in NOT_FIGURES
     ]
     labels = FIGURE_LABELS | JUDGE_LABELS
     rows = []
     for key in keys:
-        mine = figures["policy"].get(key)
-        theirs = figures["against"].get(key) if figures["against"] else None
-        cells = [labels.get(key, key), _number(mine)]
-        cells += [_number(theirs)] if figures["against"] else []
+        cells = [labels.get(key, key), _with_interval(figures["policy"], key)]
+        if figures["against"]:
+            cells.append(_with_interval(figures["against"], key))
         rows.append("| " + " | ".join(cells) + " |")
     return rows
+
+
+def _with_interval(figures: dict[str, Any], key: str) -> str:
+    """A figure and, where it has one, its 95% interval: "0.81 [0.74, 0.88]"."""
+    interval = (figures.get("intervals") or {}).get(key)
+    text = _number(figures.get(key))
+    if interval is None:
+        return text
+    return f"{text} [{_number(interval[0])}, {_number(interval[1])}]"
 
 
 def _win_rate_line(label: str, rate: float | None, count: int, unit: str, missing: str) -> str:
@@ -121,7 +135,8 @@ def markdown(report: dict[str, Any], plots: list[str]) -> str:
         f"{report['n_prompts']} {report['prompt_split']}-split prompts, one response each "
         f"(up to {report['max_new_tokens']} new tokens, temperature {report['temperature']}, "
         f"seed {report['seed']}). Reward: {report['reward'] or 'none'}. KL and perplexity "
-        f"against {report['reference']}. Judges: {', '.join(report['judges']) or 'none'}.",
+        f"against {report['reference']}. Judges: {', '.join(report['judges']) or 'none'}. "
+        "In brackets: 95% intervals, by the bootstrap over the prompts.",
         "",
     ]
     lines += [f"> {note}" for note in report["notes"]] + ([""] if report["notes"] else [])
