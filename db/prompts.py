@@ -1,14 +1,20 @@
-"""Prompts: content-hash deduplicated insertion and selection for a round."""
+"""Prompts: content-hash deduplicated insertion and selection for a round.
+
+A prompt is a text or a conversation (db/conversations.py: a list of messages already
+checked by check_messages); a conversation of one user turn is stored as that text with
+chat set, the same row a plain chat prompt of that text is.
+"""
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from db.conversations import Message, conversation_hash, conversation_text, is_single_question
 from db.errors import UserError
 from db.models import Prompt, Sample
 from db.names import checked_name
@@ -18,8 +24,39 @@ _HASH_LOOKUP_CHUNK = 500
 SOURCE_LENGTH: int = Prompt.__table__.c.source.type.length
 
 
+# A prompt as a reader returns it: a text, or a conversation's checked messages.
+PromptItem = str | Sequence[Message]
+
+
 def content_hash(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+@dataclass(frozen=True)
+class _Entry:
+    text: str
+    messages: list[Message] | None
+    chat: bool
+
+
+def _entry(item: PromptItem, chat: bool) -> tuple[str, _Entry]:
+    """(content hash, what is stored) of one prompt; a conversation is always chat."""
+    if isinstance(item, str):
+        text = storable(item)
+        if not text.strip():
+            raise UserError(
+                "A prompt is empty once its NUL characters are removed; give it text or remove it."
+            )
+        return content_hash(text), _Entry(text, None, chat)
+    messages = [{"role": m["role"], "content": storable(m["content"])} for m in item]
+    if is_single_question(messages):
+        return content_hash(messages[0]["content"]), _Entry(messages[0]["content"], None, True)
+    return conversation_hash(messages), _Entry(conversation_text(messages), messages, True)
+
+
+def prompt_hash(item: PromptItem) -> str:
+    """The content hash `add_prompts` stores `item` under."""
+    return _entry(item, chat=False)[0]
 
 
 @dataclass(frozen=True)
@@ -31,28 +68,25 @@ class PromptImport:
 
 def add_prompts(
     session: Session,
-    texts: Iterable[str],
+    texts: Iterable[PromptItem],
     *,
     source: str,
     chat: bool,
     split_of: Callable[[str], str] = lambda _hash: "train",
 ) -> PromptImport:
-    """Insert new prompts; texts already stored (by content hash) or repeated are skipped."""
+    """Insert new prompts (texts or conversations); those already stored (by content
+    hash) or repeated are skipped. `chat` applies to texts; conversations are chat."""
     source = checked_name(
         source, what="prompt source label", max_length=SOURCE_LENGTH, example="support-tickets"
     )
-    unique: dict[str, str] = {}
+    unique: dict[str, _Entry] = {}
     duplicates = 0
-    for text in map(storable, texts):
-        if not text.strip():
-            raise UserError(
-                "A prompt is empty once its NUL characters are removed; give it text or remove it."
-            )
-        digest = content_hash(text)
+    for item in texts:
+        digest, entry = _entry(item, chat)
         if digest in unique:
             duplicates += 1
         else:
-            unique[digest] = text
+            unique[digest] = entry
     hashes = list(unique)
     present: set[str] = set()
     for start in range(0, len(hashes), _HASH_LOOKUP_CHUNK):
@@ -61,8 +95,15 @@ def add_prompts(
             session.scalars(select(Prompt.content_hash).where(Prompt.content_hash.in_(chunk)))
         )
     new = [
-        Prompt(text=text, source=source, content_hash=digest, split=split_of(digest), chat=chat)
-        for digest, text in unique.items()
+        Prompt(
+            text=entry.text,
+            source=source,
+            content_hash=digest,
+            split=split_of(digest),
+            chat=entry.chat,
+            messages=entry.messages,
+        )
+        for digest, entry in unique.items()
         if digest not in present
     ]
     session.add_all(new)

@@ -329,6 +329,13 @@ class PpoSettings:
         "own copy of the trunk (more memory)",
         Check(lambda v: v in ("shared", "separate"), "shared or separate"),
     )
+    reference: str = setting(
+        "parent",
+        "the policy the KL penalty holds a run to; parent: the policy the run starts from; "
+        "start: the first policy of its lineage, where the loop began, so that drift over "
+        "many rounds stays within one budget (a second copy of the weights)",
+        Check(lambda v: v in ("parent", "start"), "parent or start"),
+    )
     adaptive_kl: bool = setting(
         False, "adapt the KL coefficient so the measured KL approaches target_kl"
     )

@@ -271,6 +271,31 @@ def test_cli_stops_early_when_the_kl_passes_its_limit(
     assert metrics["steps"] < 30 and "stopped_early" in metrics
 
 
+def _first_kl(workspace: Workspace, name: str) -> float:
+    with workspace.sessions() as session:
+        return session.scalar(select(Model).where(Model.name == name)).metrics["first_kl"]
+
+
+@pytest.mark.parametrize("lora", [False, True])
+def test_a_second_run_can_be_held_to_the_first_policy_of_its_lineage(
+    ppo_ws, tiny_policy, monkeypatch, lora
+) -> None:
+    flags = ["--lora"] if lora else []
+    assert ppo_cli(ppo_ws, tiny_policy, "--max-steps", "6", "--name", "first", *flags) == 0
+    first = str(ppo_ws / "models" / "first")
+    assert ppo_cli(ppo_ws, first, "--max-steps", "1", "--name", "to-parent", *flags) == 0
+    monkeypatch.setenv("RLHF_PPO_REFERENCE", "start")
+    assert ppo_cli(ppo_ws, first, "--max-steps", "1", "--name", "to-start", *flags) == 0
+    workspace = Workspace.open(ppo_ws)
+    # Held to its parent, a run starts where its reference is; held to the start, it
+    # starts as far away as the first run took it.
+    assert _first_kl(workspace, "to-parent") == pytest.approx(0.0, abs=1e-4)
+    assert _first_kl(workspace, "to-start") > 0.05
+    # The start is its own start: the first run from it needs no second copy.
+    assert ppo_cli(ppo_ws, tiny_policy, "--max-steps", "1", "--name", "again", *flags) == 0
+    assert _first_kl(workspace, "again") == pytest.approx(0.0, abs=1e-4)
+
+
 def test_cli_lora_saves_merged_or_adapter_and_tensorboard(ppo_ws, tiny_policy) -> None:
     assert ppo_cli(ppo_ws, tiny_policy, "--max-steps", "2", "--lora", "--name", "merged") == 0
     assert (ppo_ws / "models" / "merged" / "config.json").is_file()

@@ -23,6 +23,7 @@ from rlhf_train.export.query import (
     PairTable,
     load_pairs,
     load_votes,
+    prompt_conversations,
     prompt_texts,
     sample_texts,
     select_rounds,
@@ -187,6 +188,7 @@ def export_preferences(workspace: Workspace, options: ExportOptions) -> ExportRe
         wanted = {int(pairs.sample_a[r.pair_index]) for r in rows}
         wanted |= {int(pairs.sample_b[r.pair_index]) for r in rows}
         samples = sample_texts(connection, rounds, wanted)
+        conversations = prompt_conversations(connection, rounds) if options.conversational else {}
 
     splits = build_splits(rows, pairs, outcomes, prompts, samples, options)
     for split, records in splits.items():
@@ -200,10 +202,10 @@ def export_preferences(workspace: Workspace, options: ExportOptions) -> ExportRe
         "agreement": agreement,
         "models": _model_counts(splits),
     }
-    tables = arrow_tables(splits, options.conversational)
+    tables = arrow_tables(splits, options.conversational, conversations)
     # The Python copies of every text are no longer needed; on a large export they are
     # a third of the peak memory while the files are written.
-    del splits, samples, prompts
+    del splits, samples, prompts, conversations
     content_hash, export_id = write_and_record(
         workspace,
         options.out,

@@ -120,6 +120,16 @@ def prompt_texts(connection: Connection, rounds: RoundSelection) -> dict[int, tu
     return {pid: (text, digest) for pid, text, digest in connection.execute(query)}
 
 
+def prompt_conversations(connection: Connection, rounds: RoundSelection) -> dict[str, list]:
+    """Content hash -> messages, for the selected rounds' prompts that are conversations
+    (what --conversational writes as the prompt; plain prompts become one user turn)."""
+    used = select(Pair.prompt_id).where(Pair.round_id.in_(rounds.ids)).distinct()
+    query = select(Prompt.content_hash, Prompt.messages).where(
+        Prompt.id.in_(used), Prompt.messages.is_not(None)
+    )
+    return {digest: messages for digest, messages in connection.execute(query)}
+
+
 def sample_texts(
     connection: Connection, rounds: RoundSelection, wanted: Iterable[int]
 ) -> dict[int, tuple[str, str]]:

@@ -26,8 +26,14 @@ from db.models import CHOICES, Judgment, Pair, Round
 from rlhf_train.errors import UserError
 from rlhf_train.export.card import RAW_COUNT_LABELS, render_raw_card
 from rlhf_train.export.publish import check_formats, export_folder, write_and_record
-from rlhf_train.export.query import RoundSelection, prompt_texts, sample_texts, select_rounds
-from rlhf_train.export.writer import MESSAGE, as_messages
+from rlhf_train.export.query import (
+    RoundSelection,
+    prompt_conversations,
+    prompt_texts,
+    sample_texts,
+    select_rounds,
+)
+from rlhf_train.export.writer import MESSAGE, as_messages, prompt_messages
 from rlhf_train.workspace import Workspace
 
 KIND = "raw_votes"
@@ -184,12 +190,16 @@ def raw_table(
     samples: dict[int, tuple[str, str]],
     names: dict[int, str],
     conversational: bool,
+    conversations: dict[str, list[dict[str, str]]] | None = None,
 ) -> pa.Table:
+    """One row per judgment; with `conversational`, a prompt that is a conversation
+    (`conversations`: content hash -> messages) is written whole."""
     prompt = [prompts[pid][0] for pid in judgments.prompt_ids]
     response_a = [samples[sid][0] for sid in judgments.sample_a]
     response_b = [samples[sid][0] for sid in judgments.sample_b]
     if conversational:
-        prompt = as_messages(prompt, "user")
+        hashes = [prompts[pid][1] for pid in judgments.prompt_ids]
+        prompt = prompt_messages(prompt, hashes, conversations or {})
         response_a = as_messages(response_a, "assistant")
         response_b = as_messages(response_b, "assistant")
     data = {
@@ -247,8 +257,9 @@ def export_raw(workspace: Workspace, options: RawExportOptions) -> RawExportResu
             )
         prompts = prompt_texts(connection, rounds)
         samples = sample_texts(connection, rounds, set(judgments.sample_a + judgments.sample_b))
+        conversations = prompt_conversations(connection, rounds) if options.conversational else {}
     names = fresh_pseudonyms(judgments.annotator_ids)
-    table = raw_table(judgments, prompts, samples, names, options.conversational)
+    table = raw_table(judgments, prompts, samples, names, options.conversational, conversations)
     counts = raw_counts(judgments)
     counts[f"rows_{SPLIT}"] = table.num_rows
     del judgments, prompts, samples

@@ -58,15 +58,36 @@ def as_messages(texts: list[str], role: str) -> list[list[dict[str, str]]]:
     return [[{"role": role, "content": text}] for text in texts]
 
 
-def arrow_tables(splits: dict[str, dict[str, list]], conversational: bool) -> dict[str, pa.Table]:
-    """The exported columns of each split as an Arrow table (internal columns left out)."""
-    return {split: _table(columns, conversational) for split, columns in splits.items()}
+def prompt_messages(
+    texts: list[str], hashes: list[str], conversations: dict[str, list[dict[str, str]]]
+) -> list[list[dict[str, str]]]:
+    """The --conversational prompt of each row: a conversation's messages whole (found by
+    its content hash), a plain prompt as one user message."""
+    return [
+        conversations.get(digest) or [{"role": "user", "content": text}]
+        for text, digest in zip(texts, hashes, strict=True)
+    ]
 
 
-def _table(columns: dict[str, list], conversational: bool) -> pa.Table:
+def arrow_tables(
+    splits: dict[str, dict[str, list]],
+    conversational: bool,
+    conversations: dict[str, list[dict[str, str]]] | None = None,
+) -> dict[str, pa.Table]:
+    """The exported columns of each split as an Arrow table (internal columns left out);
+    `conversations` (content hash -> messages) gives the prompts that are conversations."""
+    return {
+        split: _table(columns, conversational, conversations or {})
+        for split, columns in splits.items()
+    }
+
+
+def _table(
+    columns: dict[str, list], conversational: bool, conversations: dict[str, list[dict[str, str]]]
+) -> pa.Table:
     data = {name: columns[name] for name in EXPORTED_COLUMNS}
     if conversational:
-        data["prompt"] = as_messages(data["prompt"], "user")
+        data["prompt"] = prompt_messages(data["prompt"], columns["prompt_key"], conversations)
         data["chosen"] = as_messages(data["chosen"], "assistant")
         data["rejected"] = as_messages(data["rejected"], "assistant")
     return pa.Table.from_pydict(data, schema=_schema(conversational))

@@ -45,6 +45,9 @@ class SimulationOptions:
     noise: float = 0.1
     position_bias: float = 0.0
     seed: int = 0
+    # 3 to 6: ranking rounds of that many responses per prompt, ranked by Plackett-Luce
+    # at the same noise; 0: pairwise rounds.
+    rank: int = 0
     round_options: NextRoundOptions = field(default_factory=NextRoundOptions)
     progress: bool = True
 
@@ -62,6 +65,8 @@ class SimulationOptions:
             raise UserError(f"--noise is {self.noise}; pass 0 (no noise) or more.")
         if not 0 <= self.position_bias <= 1:
             raise UserError(f"--position-bias is {self.position_bias}; pass 0 to 1.")
+        if self.rank not in (0, 2) and not 3 <= self.rank <= 6:
+            raise UserError(f"--rank is {self.rank}; pass 3 to 6 (or 0 for pairs).")
 
 
 @dataclass
@@ -81,11 +86,19 @@ class RoundRecord:
 def simulation_settings(workspace: Workspace, options: SimulationOptions) -> Workspace:
     """The workspace with rounds big enough for the labels, and the task's judge on."""
     config = workspace.config
-    pairs_per_prompt = config.generation.samples_per_prompt // 2
+    if options.rank >= 3:
+        # One ranking task per prompt, of K responses; every round of the run is ranked.
+        config = replace(
+            config,
+            round=replace(config.round, rank=options.rank),
+            generation=replace(config.generation, samples_per_prompt=options.rank),
+        )
+    pairs_per_prompt = 1 if options.rank >= 3 else config.generation.samples_per_prompt // 2
     # Some prompts give identical samples and no pair: a tenth more, and a few spare.
     pairs = math.ceil(options.labels_per_round / config.round.overlap)
     prompts = math.ceil(pairs / pairs_per_prompt * 1.1) + 2
-    judges = "sentiment,words"
+    # reviews: a second sentiment judge the annotators never use (review_judge.py).
+    judges = "sentiment,words,reviews"
     return replace(
         workspace,
         config=replace(

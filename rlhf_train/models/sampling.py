@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from db.conversations import Message, plain_text_prompt
 from db.text import storable
 
 
@@ -33,6 +34,9 @@ class Decoding:
 class PromptInput:
     text: str
     chat: bool  # wrap in the chat template when the tokenizer has one
+    # A conversation's turns (db/conversations.py), or None for a plain prompt; `text` is
+    # then the conversation's readable rendering.
+    messages: list[Message] | None = None
 
 
 @dataclass(frozen=True)
@@ -47,12 +51,21 @@ class Completion:
 def encode_prompt(
     tokenizer: PreTrainedTokenizerBase, prompt: PromptInput
 ) -> tuple[list[int], bool]:
-    """Token ids of the prompt and whether the chat template was applied."""
+    """Token ids of the prompt and whether the chat template was applied.
+
+    A conversation goes through the template whole, with the assistant's turn opened
+    (add_generation_prompt). A policy without a chat template gets a conversation as its
+    plain-text rendering ending with an open "Assistant:" line (plain_text_prompt), and
+    a plain chat prompt as its bare text.
+    """
     if prompt.chat and tokenizer.chat_template:
+        messages = prompt.messages or [{"role": "user", "content": prompt.text}]
         rendered = tokenizer.apply_chat_template(
-            [{"role": "user", "content": prompt.text}], add_generation_prompt=True, tokenize=False
+            messages, add_generation_prompt=True, tokenize=False
         )
         return tokenizer(rendered, add_special_tokens=False)["input_ids"], True
+    if prompt.messages:
+        return tokenizer(plain_text_prompt(prompt.messages))["input_ids"], False
     return tokenizer(prompt.text)["input_ids"], False
 
 

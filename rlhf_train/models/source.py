@@ -10,7 +10,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from db.models import Model
-from db.registry import current_policy, find_model, register_model
+from db.registry import current_policy, find_model, lineage, register_model
 from rlhf_train.errors import UserError
 from rlhf_train.models.builtin import BUILTIN_MODELS
 
@@ -145,5 +145,18 @@ def policy_to_train(workspace, spec: str | None) -> tuple[int, str, str]:
                     f"`rlhf models merge {model.name}` and train the merged model."
                 )
             return model.id, model.name, location
+
+    return from_main_process(resolve)
+
+
+def lineage_start(workspace, policy_id: int) -> tuple[str, str]:
+    """(name, location) of the first policy of `policy_id`'s lineage: the policy it was
+    trained from, that one's parent, and so on up to one without a parent."""
+    from rlhf_train.distributed import from_main_process
+
+    def resolve() -> tuple[str, str]:
+        with workspace.sessions() as session:
+            start = lineage(session, session.get(Model, policy_id))[-1]
+            return start.name, model_location(start)
 
     return from_main_process(resolve)

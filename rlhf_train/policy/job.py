@@ -78,6 +78,9 @@ class PolicyJob:
     model: PreTrainedModel
     tokenizer: PreTrainedTokenizerBase
     peft_config: Any  # a peft LoraConfig with --lora, else None
+    # The policy the KL penalty holds the run to, where that is not the starting policy
+    # itself (ppo.reference = "start" on a policy trained before): its folder or hub id.
+    reference_location: str | None = None
     prompts: list[PromptInput] | None = None
     reward: RewardSource | None = None
     export: PreferenceExport | None = None

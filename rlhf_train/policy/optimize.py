@@ -22,7 +22,7 @@ from rlhf_train.export.reader import read_export
 from rlhf_train.models.loading import configure_threads, load_policy, resolve_device
 from rlhf_train.models.lora import lora_config
 from rlhf_train.models.publish import NewModel, check_new_model
-from rlhf_train.models.source import policy_to_train
+from rlhf_train.models.source import lineage_start, policy_to_train
 from rlhf_train.policy.deadline import Deadline
 from rlhf_train.policy.job import (
     ALGORITHMS,
@@ -107,6 +107,10 @@ def prepare_job(workspace: Workspace, options: OptimizeOptions) -> PolicyJob:
     policy_id, policy_name, location = policy_to_train(workspace, options.policy)
     model, tokenizer = load_policy(location, device)
     peft_config = lora_config(model, config.lora, "CAUSAL_LM") if options.lora else None
+    reference_location = None
+    if options.algorithm == "ppo" and config.ppo.reference == "start":
+        _, start_location = lineage_start(workspace, policy_id)
+        reference_location = start_location if start_location != location else None
     return PolicyJob(
         options=options,
         config=config,
@@ -117,6 +121,7 @@ def prepare_job(workspace: Workspace, options: OptimizeOptions) -> PolicyJob:
         model=model,
         tokenizer=tokenizer,
         peft_config=peft_config,
+        reference_location=reference_location,
         prompts=prompts,
         reward=reward,
         export=export,

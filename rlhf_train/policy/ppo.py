@@ -22,7 +22,9 @@ copy of the network is held. `value_model="separate"` gives the critic its own c
 the trunk instead; README.md reports what each costs and gains.
 
 The reference policy is the starting policy, frozen: with LoRA it is the same network
-with the adapter switched off, so no second copy of the weights exists.
+with the adapter switched off, so no second copy of the weights exists. A caller may give
+another reference instead (the loop's first policy, so that the KL of many rounds is
+measured from where they began); it is then held frozen beside the policy.
 """
 
 from __future__ import annotations
@@ -440,6 +442,7 @@ class PPOTrainer:
         score: ScoreFunction,
         prompts: Sequence[PromptInput],
         accelerator: Any | None = None,
+        reference: PreTrainedModel | None = None,
     ) -> None:
         from accelerate import Accelerator
 
@@ -455,7 +458,11 @@ class PPOTrainer:
         self.lora = hasattr(policy, "disable_adapter")
         _disable_dropout(policy)
         # Without LoRA the reference is a frozen copy of the starting weights.
-        self.reference = None if self.lora else copy.deepcopy(policy).eval().requires_grad_(False)
+        if reference is None and not self.lora:
+            reference = copy.deepcopy(policy)
+        self.reference = None if reference is None else reference.eval().requires_grad_(False)
+        if self.reference is not None:
+            _disable_dropout(self.reference)
         model = PolicyAndValue(policy, config.value_model)
         trainable = [p for p in model.parameters() if p.requires_grad]
         optimizer = _adamw(trainable, config.learning_rate)

@@ -11,6 +11,7 @@ from typing import Any
 from transformers import PreTrainedModel
 
 from rlhf_train.distributed import is_main_process
+from rlhf_train.models.loading import load_policy
 from rlhf_train.policy.job import PolicyJob, print_samples
 from rlhf_train.policy.ppo import PPOConfig, PPOTrainer
 from rlhf_train.reward.source import score_function
@@ -43,6 +44,9 @@ def run_ppo(job: PolicyJob) -> tuple[PreTrainedModel, dict[str, Any]]:
     config = ppo_config(job)
     torch.manual_seed(config.seed)
     policy = get_peft_model(job.model, job.peft_config) if job.peft_config else job.model
+    reference = None
+    if job.reference_location is not None:
+        reference, _ = load_policy(job.reference_location, job.device)
     trainer = PPOTrainer(
         config,
         policy,
@@ -50,6 +54,7 @@ def run_ppo(job: PolicyJob) -> tuple[PreTrainedModel, dict[str, Any]]:
         score_function(job.reward, job.device),
         job.prompts,
         _accelerator(job),
+        reference=reference,
     )
     if job.resume_from is not None:
         trainer.load_checkpoint(str(job.resume_from))

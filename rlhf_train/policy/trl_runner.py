@@ -15,6 +15,7 @@ from typing import Any
 from datasets import Dataset
 from transformers import PreTrainedModel, Trainer, TrainerCallback
 
+from db.conversations import plain_text_prompt
 from rlhf_train.distributed import is_main_process
 from rlhf_train.errors import UserError
 from rlhf_train.policy.deadline import DeadlineCallback
@@ -201,9 +202,15 @@ def _prompt_dataset(job: PolicyJob, batch_size: int) -> Dataset:
             "pass --prompts FILE (with --chat for chat prompts) or use ppo."
         )
     if chat == {True}:
-        column = [[{"role": "user", "content": prompt.text}] for prompt in prompts]
+        column = [
+            prompt.messages or [{"role": "user", "content": prompt.text}] for prompt in prompts
+        ]
     else:
-        column = [prompt.text for prompt in prompts]
+        # Without a template a conversation is its rendering, as sampling.encode_prompt has it.
+        column = [
+            plain_text_prompt(prompt.messages) if prompt.messages else prompt.text
+            for prompt in prompts
+        ]
     needed = batch_size * _processes()
     column = column * math.ceil(needed / len(column))
     return Dataset.from_dict({"prompt": column})

