@@ -35,6 +35,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
             "generation.previous_fraction": args.previous_fraction,
             "generation.pair_strategy": args.pair_strategy,
             "round.render": args.render,
+            "round.rank": args.rank,
             "runtime.device": args.device,
         },
     )
@@ -77,6 +78,7 @@ def _generate_arena(workspace, args: argparse.Namespace):
             ("--previous-policy", args.previous_policy),
             ("--pair-strategy", args.pair_strategy),
             ("--reward", args.reward),
+            ("--rank", args.rank),
         )
         if value is not None
     ]
@@ -103,7 +105,8 @@ def cmd_rounds_list(args: argparse.Namespace) -> int:
     for s in summaries:
         judged = f"{s.judgments}/{s.judgments_needed}"
         versus = f" vs {s.previous_policy}" if s.previous_policy else ""
-        print(f"{s.number:>5}  {s.status:<7} {s.pairs:>6} {judged:>14}  {s.policy}{versus}")
+        ranked = f" (ranking, K={s.rank_k})" if s.kind == "ranking" else ""
+        print(f"{s.number:>5}  {s.status:<7} {s.pairs:>6} {judged:>14}  {s.policy}{versus}{ranked}")
     return 0
 
 
@@ -230,6 +233,7 @@ def _add_generate(commands: Commands) -> None:
         rlhf generate --round 5 --arena policy-r4,policy-r3,smollm2-135m-instruct --n-prompts 90
         rlhf generate --round 6 --arena policy-r4,policy-r3,smollm2-135m-instruct --adaptive
         rlhf generate --round 7 --render markdown   # annotators see rendered Markdown
+        rlhf generate --round 8 --rank 4            # annotators rank 4 responses per prompt
         """,
     )
     generate.add_argument("--round", type=int, required=True, help="round number (created if new)")
@@ -276,5 +280,6 @@ def _add_generate(commands: Commands) -> None:
     generate.add_argument(
         "--render", choices=["text", "markdown"], help=setting_help("round.render")
     )
+    generate.add_argument("--rank", type=int, metavar="K", help=setting_help("round.rank"))
     generate.add_argument("--device", help=setting_help("runtime.device"))
     generate.add_argument("--no-progress", action="store_true", help="no progress bar")

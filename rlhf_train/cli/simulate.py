@@ -38,6 +38,7 @@ def add_commands(commands: Commands) -> None:
         rlhf simulate --task positive --annotators 3 --rounds 2 --labels-per-round 256
         rlhf simulate --task shorter --rounds 3 --labels-per-round 64 --noise 0.3
         rlhf simulate --task negative --position-bias 0.2 --pair-strategy uncertainty
+        rlhf simulate --task positive --rank 4 --labels-per-round 64
         """,
     )
     simulate.add_argument("--task", required=True, choices=["positive", "negative", "shorter"])
@@ -60,5 +61,13 @@ def add_commands(commands: Commands) -> None:
         help="chance that an annotator picks the left response unread (default 0)",
     )
     simulate.add_argument("--seed", type=int, default=0, help="the annotators' seed")
+    simulate.add_argument(
+        "--rank",
+        type=int,
+        default=0,
+        metavar="K",
+        help="ranking rounds: K (3 to 6) responses per prompt, ranked by Plackett-Luce at "
+        "the --noise temperature (default 0: pairs)",
+    )
     simulate.add_argument("--round", type=int, help=argparse.SUPPRESS)
     add_next_round_flags(simulate)

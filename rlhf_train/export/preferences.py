@@ -29,6 +29,7 @@ from rlhf_train.export.query import (
     select_rounds,
     user_names,
 )
+from rlhf_train.export.rankings import ballots, load_rankings, rankings_by_task
 from rlhf_train.export.writer import (
     EXPORTED_COLUMNS,
     arrow_tables,
@@ -38,8 +39,8 @@ from rlhf_train.judgments.agreement import (
     CODE,
     RaterStats,
     count_matrix,
-    encode_choices,
     krippendorff_alpha_nominal,
+    mean_kendall_tau,
     pairwise_agreement,
     rater_stats,
 )
@@ -145,16 +146,12 @@ def export_preferences(workspace: Workspace, options: ExportOptions) -> ExportRe
         names = user_names(connection)
         counts: dict[str, int] = {"pairs": len(pairs.ids), "judgments": len(votes.pair_ids)}
 
-        values = encode_choices(votes.choices)
-        is_vote = values >= 0
-        counts["skips"] = int((~is_vote).sum())
-        items = np.searchsorted(pairs.ids, votes.pair_ids)
-        items, raters, values, strengths = (
-            items[is_vote],
-            votes.annotator_ids[is_vote],
-            values[is_vote],
-            votes.strengths[is_vote],
-        )
+        # Rankings become the pairs they order (export/rankings.py), skips are not votes.
+        rankings = load_rankings(connection, rounds)
+        voted = ballots(pairs, votes, rankings)
+        counts.update(voted.counts)
+        pairs = voted.pairs
+        items, raters, values, strengths = voted.items, voted.raters, voted.values, voted.strengths
 
         # Annotators below the gold bar are judged on all their votes, then left out.
         annotators = rater_stats(
@@ -175,6 +172,7 @@ def export_preferences(workspace: Workspace, options: ExportOptions) -> ExportRe
 
         matrix = count_matrix(items, values, len(pairs.ids))
         agreement = _agreement_summary(matrix, annotators, names, excluded)
+        agreement["ranking_kendall_tau"] = mean_kendall_tau(rankings_by_task(rankings))
         outcomes = aggregate(matrix, items, values, strengths)
         rows, pair_counts = select_rows(pairs, outcomes, options)
         counts.update(pair_counts)

@@ -23,7 +23,12 @@ def describe_export(result: ExportResult) -> str:
     lines += [
         "",
         f"Agreement: pairwise {_fmt(agreement['pairwise_agreement'])}, Krippendorff's alpha "
-        f"{_fmt(agreement['krippendorff_alpha'])}",
+        f"{_fmt(agreement['krippendorff_alpha'])}"
+        + (
+            f", rankings' mean Kendall tau-b {_fmt(agreement['ranking_kendall_tau'])}"
+            if agreement.get("ranking_kendall_tau") is not None
+            else ""
+        ),
         f"  {'annotator':<20} {'votes':>7} {'w/ majority':>12} {'gold acc.':>10}",
     ]
     for row in agreement["annotators"]:

@@ -122,3 +122,40 @@ def rater_stats(
         )
         for i, rater in enumerate(ids)
     }
+
+
+def rank_positions(ranking: list[list[int]]) -> dict[int, int]:
+    """A ranking (groups of ids, best first) as id -> group index, 0 for the best."""
+    return {item: place for place, group in enumerate(ranking) for item in group}
+
+
+def kendall_tau_b(first: list[list[int]], second: list[list[int]]) -> float | None:
+    """Kendall's tau-b of two rankings of the same items, ties allowed:
+    (concordant - discordant) / sqrt(pairs untied in the first x pairs untied in the
+    second); None when either ranking ties everything."""
+    x, y = rank_positions(first), rank_positions(second)
+    items = sorted(x)
+    concordant = discordant = untied_x = untied_y = 0
+    for index, i in enumerate(items):
+        for j in items[index + 1 :]:
+            dx, dy = x[i] - x[j], y[i] - y[j]
+            untied_x += dx != 0
+            untied_y += dy != 0
+            concordant += dx * dy > 0
+            discordant += dx * dy < 0
+    if not untied_x or not untied_y:
+        return None
+    return (concordant - discordant) / float(np.sqrt(untied_x * untied_y))
+
+
+def mean_kendall_tau(rankings_by_task: dict[int, list[list[list[int]]]]) -> float | None:
+    """The mean tau-b over every two annotators who ranked the same task (tasks with one
+    ranking say nothing); None when no task has two."""
+    taus = [
+        tau
+        for rankings in rankings_by_task.values()
+        for a in range(len(rankings))
+        for b in range(a + 1, len(rankings))
+        if (tau := kendall_tau_b(rankings[a], rankings[b])) is not None
+    ]
+    return float(np.mean(taus)) if taus else None

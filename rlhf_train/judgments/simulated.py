@@ -9,6 +9,12 @@ to people), decides, and calls `record_judgment`. The decision comes from a task
 so that `noise` 0 always follows the oracle and larger values blur close calls. Equal
 oracle scores give a tie. With probability `position_bias` an annotator picks whatever
 is shown on the left, without reading: the bias the Quality page's left-side rate shows.
+
+A ranking task (K responses) is ranked under the Plackett-Luce model at the same
+temperature: the best is drawn with P(i) proportional to exp(oracle(i) / noise), then the
+best of the rest, and so on (any two of them compared alone follow the Bradley-Terry rule
+above); neighbours with equal oracle scores are tied. Position bias ranks the responses
+in the order shown.
 """
 
 from __future__ import annotations
@@ -63,6 +69,34 @@ def decide(
     return Decision("A" if rng.random() < prefer_a else "B", left)
 
 
+def plackett_luce(scores: Sequence[float], rng: random.Random, noise: float) -> list[list[int]]:
+    """Indices into `scores`, best first, as groups (see the module docstring)."""
+    left = list(range(len(scores)))
+    order: list[int] = []
+    while left:
+        if noise == 0:
+            pick = max(left, key=lambda i: scores[i])
+        else:
+            top = max(scores[i] for i in left)
+            weights = [math.exp((scores[i] - top) / noise) for i in left]
+            pick = rng.choices(left, weights=weights)[0]
+        order.append(pick)
+        left.remove(pick)
+    groups: list[list[int]] = []
+    for index in order:
+        if groups and scores[groups[-1][-1]] == scores[index]:
+            groups[-1].append(index)
+        else:
+            groups.append([index])
+    return groups
+
+
+@dataclass(frozen=True)
+class RankingDecision:
+    ranking: list[list[int]]  # sample ids, best first
+    display_order: list[int]
+
+
 @dataclass
 class SimulatedAnnotator:
     user_id: int
@@ -75,6 +109,14 @@ class SimulatedAnnotator:
     def judge(self, assignment: Assignment) -> Decision:
         score_a, score_b = self.oracle([assignment.text_a, assignment.text_b])
         return decide(score_a, score_b, self.rng, self.noise, self.position_bias)
+
+    def rank(self, assignment: Assignment) -> RankingDecision:
+        shown = [sample for sample, _text in assignment.responses]
+        if self.rng.random() < self.position_bias:
+            return RankingDecision([[sample] for sample in shown], shown)
+        scores = self.oracle([text for _sample, text in assignment.responses])
+        groups = plackett_luce(scores, self.rng, self.noise)
+        return RankingDecision([[shown[i] for i in group] for group in groups], shown)
 
 
 def annotate(workspace: Workspace, annotators: list[SimulatedAnnotator], labels: int) -> int:
@@ -91,17 +133,26 @@ def annotate(workspace: Workspace, annotators: list[SimulatedAnnotator], labels:
             if assignment is None:
                 active.remove(annotator)
                 continue
-            decision = annotator.judge(assignment)
+            if assignment.kind == "ranking":
+                ranked = annotator.rank(assignment)
+                judgment = dict(
+                    choice="ranking",
+                    left_sample="A",
+                    ranking=ranked.ranking,
+                    display_order=ranked.display_order,
+                    # Reading K responses takes about K/2 times a pair's time.
+                    ms_spent=sum(annotator.rng.randint(1500, 10000) for _ in assignment.responses),
+                )
+            else:
+                decision = annotator.judge(assignment)
+                judgment = dict(
+                    choice=decision.choice,
+                    left_sample=decision.left_sample,
+                    ms_spent=annotator.rng.randint(3000, 20000),
+                )
             try:
                 with transaction(workspace.sessions) as session:
-                    record_judgment(
-                        session,
-                        annotator.user_id,
-                        assignment.pair_id,
-                        choice=decision.choice,
-                        left_sample=decision.left_sample,
-                        ms_spent=annotator.rng.randint(3000, 20000),
-                    )
+                    record_judgment(session, annotator.user_id, assignment.pair_id, **judgment)
                 made += 1
             except PairUnavailable:
                 continue  # as in the app: someone else completed it; take the next one

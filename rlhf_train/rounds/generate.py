@@ -13,7 +13,7 @@ import hashlib
 import random
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 from tqdm import tqdm
@@ -22,6 +22,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from db.engine import transaction
 from db.models import Model, Prompt
 from db.prompts import prompts_for_round
+from db.ranking import NewTask, add_tasks, check_rank_k
 from db.registry import current_policy
 from db.rounds import (
     NewPair,
@@ -65,6 +66,13 @@ class RoundRequest:
     # by the overlap of their rating intervals instead of balancing them.
     arena: tuple[str, ...] = ()
     adaptive: bool = False
+    # A ranking round (db.ranking): K from 3 to 6 responses per prompt form one task,
+    # ranked at once; 0 or 2: pairwise. samples_per_prompt is then K.
+    rank: int = 0
+
+    @property
+    def rank_k(self) -> int | None:
+        return self.rank if self.rank >= 3 else None
 
 
 @dataclass(frozen=True)
@@ -156,6 +164,7 @@ def request_from_config(
         seed=settings.seed,
         pair_strategy=settings.pair_strategy,
         reward=reward,
+        rank=workspace.config.round.rank,
     )
 
 
@@ -247,6 +256,7 @@ def _prepare(workspace: Workspace, request: RoundRequest) -> _Prepared | None:
             overlap=workspace.config.round.overlap,
             gold_rate=workspace.config.round.gold_rate,
             render=workspace.config.round.render,
+            rank_k=request.rank_k,
         )
         if round_.arena_plan is not None:
             # Its first policy is round_.policy_id, so the check above let it through.
@@ -304,6 +314,9 @@ def generate_round(
     Under a multi-process launch each rank samples its share of every chunk and the main
     rank writes the whole chunk in one transaction; its report is the complete one."""
     started = time.perf_counter()
+    if request.rank_k is not None:
+        check_rank_k(request.rank)
+        request = replace(request, samples_per_prompt=request.rank, pair_strategy="random")
     k = request.samples_per_prompt
     if request.pair_strategy not in PAIR_STRATEGIES:
         raise UserError(
@@ -376,6 +389,7 @@ class _ChunkPart:
     prompts: int = 0
     samples: list[NewSample] = field(default_factory=list)
     pairs: list[NewPair] = field(default_factory=list)
+    tasks: list[NewTask] = field(default_factory=list)
     without_pair: int = 0
     by_strategy: dict[str, int] = field(default_factory=dict)
 
@@ -428,6 +442,18 @@ def _sample_chunk(
         base = len(samples)
         samples += samples_for(prompt, new.row, new_out[i], request.decoding)
         new_texts = [c.text for c in new_out[i]]
+        if request.rank_k is not None:
+            # A ranking task holds all K responses, the previous policy's (if any) too.
+            strategy = "random"
+            if i in old_out and old is not None:
+                samples += samples_for(prompt, old.row, old_out[i], request.decoding)
+                strategy = "new_vs_previous"
+            order = list(range(base, len(samples)))
+            rng.shuffle(order)  # stored order: new and previous mixed, not first-new
+            part.tasks.append(NewTask(tuple(order), strategy))
+            name = f"ranking tasks of {request.rank}"
+            part.by_strategy[name] = part.by_strategy.get(name, 0) + 1
+            continue
         if i in old_out and old is not None:
             samples += samples_for(prompt, old.row, old_out[i], request.decoding)
             planned = pair_across(new_texts, [c.text for c in old_out[i]], rng, k // 2)
@@ -450,11 +476,15 @@ def _commit_parts(
     """Every rank's share of a chunk, written in one transaction (main process only)."""
     samples: list[NewSample] = []
     pairs: list[NewPair] = []
+    tasks: list[NewTask] = []
     for part in parts:
         offset = len(samples)
         samples += part.samples
         pairs += [NewPair(p.a + offset, p.b + offset, p.strategy) for p in part.pairs]
-    commit_chunk(workspace, request.number, samples, pairs, report, sum(p.prompts for p in parts))
+        tasks += [NewTask(tuple(i + offset for i in t.samples), t.strategy) for t in part.tasks]
+    commit_chunk(
+        workspace, request.number, samples, pairs, report, sum(p.prompts for p in parts), tasks
+    )
     for part in parts:
         report.prompts_without_pair += part.without_pair
         for strategy, count in part.by_strategy.items():
@@ -468,9 +498,11 @@ def commit_chunk(
     pairs: list,
     report: GenerationReport,
     prompts: int,
+    tasks: list[NewTask] | None = None,
 ) -> None:
-    """One chunk's samples and pairs in one transaction, into round `number` if it is
-    still open, and counted in `report`: a kill loses at most the chunk being written."""
+    """One chunk's samples and pairs (or ranking tasks) in one transaction, into round
+    `number` if it is still open, and counted in `report`: a kill loses at most the chunk
+    being written."""
     with transaction(workspace.sessions) as session:
         round_ = find_round(session, number)
         if round_ is None or round_.status != "open":
@@ -478,7 +510,10 @@ def commit_chunk(
                 f"Round {number} was closed while generating; what was generated before "
                 "is kept, the rest is not. Generate into a new round."
             )
-        add_samples_and_pairs(session, round_, samples, pairs)
+        if tasks:
+            add_tasks(session, round_, samples, tasks)
+        else:
+            add_samples_and_pairs(session, round_, samples, pairs)
     report.prompts_added += prompts
     report.samples += len(samples)
-    report.pairs += len(pairs)
+    report.pairs += len(pairs) + len(tasks or [])

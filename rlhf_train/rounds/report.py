@@ -33,6 +33,12 @@ def describe_round(session: Session, number: int) -> str:
         f"  shown as:        {round_.render} ("
         + ("rendered Markdown" if round_.render == "markdown" else "plain text")
         + " in the annotate page)",
+        "  kind:            "
+        + (
+            f"ranking, {round_.rank_k} responses per task, one ranking each"
+            if round_.kind == "ranking"
+            else "pairwise, two responses per pair"
+        ),
         f"  prompts:         {summary.prompts}",
         f"  samples:         {samples['samples']} (mean {samples['mean_tokens']:.1f} tokens, "
         f"{samples['unfinished']} cut at the length limit)",
