@@ -10,9 +10,12 @@
 // every change of `data`, and runs only the last call's cleanup when it unmounts.
 
 let api = null; // the mounted component: {setStateValue, data}
-const SCROLLED_BOXES = ".st-key-prompt, .st-key-left_response, .st-key-right_response";
+const SCROLLED_BOXES =
+  '.st-key-prompt, .st-key-left_response, .st-key-right_response, [class*="st-key-response_"]';
 let view = null; // the screen Python shows: a fresh token per pair shown
-let selection = { choice: null, strength: null };
+// A ranking task's order is built here too: groups of response numbers, best first, a
+// group holding tied responses; `tie` says the next number joins the last group.
+let selection = { choice: null, strength: null, order: [], tie: false };
 let outbox = []; // commands Python has not acknowledged
 let seq = 0;
 let waiting = 0; // seq of the command that replaces this screen; keys wait for it
@@ -29,13 +32,22 @@ function send() {
     view,
     choice: selection.choice,
     strength: selection.strength,
+    order: selection.order,
+    tie: selection.tie,
     outbox,
   });
 }
 
 function command(kind) {
   seq += 1;
-  outbox.push({ seq, kind, view, choice: selection.choice, strength: selection.strength });
+  outbox.push({
+    seq,
+    kind,
+    view,
+    choice: selection.choice,
+    strength: selection.strength,
+    order: selection.order.map((group) => group.slice()),
+  });
   waiting = seq;
   mark();
   send();
@@ -58,6 +70,31 @@ function act(action) {
   } else if (action.startsWith("strength_")) {
     selection.strength = Number(action.slice("strength_".length));
     send();
+  } else if (action.startsWith("rank_")) {
+    rank(action.slice("rank_".length));
+    send();
+  }
+}
+
+// rank_N places response N next (or, after rank_tie, beside the last one placed);
+// rank_back takes the last placement back (or a pending tie).
+function rank(what) {
+  const order = selection.order;
+  if (what === "tie") {
+    selection.tie = order.length > 0;
+  } else if (what === "back") {
+    if (selection.tie) selection.tie = false;
+    else if (order.length) {
+      order[order.length - 1].pop();
+      if (!order[order.length - 1].length) order.pop();
+    }
+  } else {
+    const number = Number(what);
+    if (order.some((group) => group.includes(number))) return;
+    if (selection.tie && order.length) order[order.length - 1].push(number);
+    else order.push([number]);
+    selection.tie = false;
+    selection.choice = null; // placing a response takes back a skip chosen before
   }
 }
 
@@ -100,7 +137,7 @@ export default function (component) {
   const data = component.data;
   if (data.view !== view) {
     view = data.view;
-    selection = { choice: null, strength: null };
+    selection = { choice: null, strength: null, order: [], tie: false };
     // A new pair starts at the top of its boxes, not where the last one was scrolled to.
     document.querySelectorAll(SCROLLED_BOXES).forEach((box) => {
       box.scrollTop = 0;

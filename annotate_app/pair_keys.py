@@ -6,7 +6,9 @@ fast stored the choice without its strength. Here a small script keeps the selec
 the browser and sends it to Python as one state value that also holds every submit or
 undo not yet acknowledged, each tagged with the screen (`view`) it was made on. The
 page reads the selection to highlight its buttons and carries out each command once,
-in the order it was made.
+in the order it was made. A ranking task's order (groups of response numbers, best
+first, ties in one group) is built the same way, by `rank_N`, `rank_tie` and `rank_back`
+actions, and travels with each submit.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ class Command:
     view: str
     choice: str | None
     strength: int | None
+    order: tuple[tuple[int, ...], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -38,6 +41,8 @@ class ClientState:
     choice: str | None
     strength: int | None
     commands: tuple[Command, ...]
+    order: tuple[tuple[int, ...], ...] = ()
+    tie: bool = False  # the next response placed ties with the last one
 
 
 def _text(value: Any) -> str | None:
@@ -46,6 +51,18 @@ def _text(value: Any) -> str | None:
 
 def _strength(value: Any) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _order(value: Any) -> tuple[tuple[int, ...], ...]:
+    """A ranking order as sent, keeping only well-formed groups of response numbers."""
+    if not isinstance(value, list):
+        return ()
+    groups = (
+        tuple(n for n in group if isinstance(n, int) and not isinstance(n, bool))
+        for group in value
+        if isinstance(group, list)
+    )
+    return tuple(group for group in groups if group)
 
 
 def client_state(widget_key: str) -> ClientState:
@@ -60,12 +77,18 @@ def client_state(widget_key: str) -> ClientState:
             view=str(item.get("view")),
             choice=_text(item.get("choice")),
             strength=_strength(item.get("strength")),
+            order=_order(item.get("order")),
         )
         for item in raw.get("outbox") or []
         if isinstance(item, dict) and isinstance(item.get("seq"), int)
     )
     return ClientState(
-        _text(raw.get("view")), _text(raw.get("choice")), _strength(raw.get("strength")), commands
+        _text(raw.get("view")),
+        _text(raw.get("choice")),
+        _strength(raw.get("strength")),
+        commands,
+        _order(raw.get("order")),
+        raw.get("tie") is True,
     )
 
 
@@ -81,8 +104,9 @@ def pair_keys(
 
     `keys` maps a key (as KeyboardEvent.key, lower case) to an action, which is also the
     widget key of the button that does the same: `choice_<value>`, `strength_<n>`,
-    `submit` or `undo`. `acked` is the seq of the last command carried out, so the
-    browser stops resending it. The page reads what was sent with `client_state`.
+    `rank_<n>`, `rank_tie`, `rank_back`, `submit` or `undo`. `acked` is the seq of the
+    last command carried out, so the browser stops resending it. The page reads what was
+    sent with `client_state`.
     """
     _component(
         key=widget_key,

@@ -10,7 +10,9 @@ buttons stay on screen however long a response is.
 Keys and button clicks are collected in the browser (annotate_app/pair_keys.py): each
 submit arrives with the choice and strength it was made with, however fast they were
 typed. Which sample is shown on the left comes with the lease (db.judgments), so a
-reload, a second tab or an undo shows the pair the same way round.
+reload, a second tab or an undo shows the pair the same way round. A task of a ranking
+round is drawn and submitted by annotate_app/rank_view.py, through the same keys
+component.
 """
 
 from __future__ import annotations
@@ -21,11 +23,19 @@ import time
 import streamlit as st
 from streamlit.delta_generator import DeltaGenerator
 
+from annotate_app import rank_view
 from annotate_app.display import reveal_bidi
 from annotate_app.pair_keys import ClientState, Command, client_state, pair_keys
 from annotate_app.response_box import RESPONSE_STYLE, show_response
 from annotate_app.state import require_user, sessions, write
-from db.judgments import PairUnavailable, next_pair, progress, submit_judgment, undo_last
+from db.judgments import (
+    Assignment,
+    PairUnavailable,
+    next_pair,
+    progress,
+    submit_judgment,
+    undo_last,
+)
 from db.rounds import render_mode
 
 CHOICES = {  # value -> (button label, key)
@@ -63,6 +73,7 @@ def _reset_pair() -> None:
     # its old value, and the next pair would inherit the flags and rationale.
     for flag in FLAGS:
         st.session_state[f"flag_{flag}"] = False
+    rank_view.reset_flags()
     st.session_state.rationale = ""
 
 
@@ -96,6 +107,9 @@ def _submit(user_id: int, command: Command) -> None:
     assignment = st.session_state.get("assignment")
     if assignment is None:
         return
+    if assignment.kind == "ranking":
+        _submit_ranking(user_id, assignment, command)
+        return
     if command.choice not in CHOICES:
         st.session_state.notice = ("warning", "Choose an answer first (keys 1 to 5).")
         return
@@ -112,6 +126,23 @@ def _submit(user_id: int, command: Command) -> None:
             flags={flag: True for flag in FLAGS if st.session_state.get(f"flag_{flag}")},
             ms_spent=int((time.monotonic() - st.session_state.shown_at) * 1000),
         )
+    except PairUnavailable as unavailable:
+        st.session_state.notice = ("info", str(unavailable))
+    _reset_pair()
+
+
+def _submit_ranking(user_id: int, assignment: Assignment, command: Command) -> None:
+    judgment = rank_view.judgment(
+        assignment,
+        command,
+        st.session_state.get("rationale", "").strip(),
+        int((time.monotonic() - st.session_state.shown_at) * 1000),
+    )
+    if isinstance(judgment, str):  # incomplete: say so, store nothing, keep the screen
+        st.session_state.notice = ("warning", judgment)
+        return
+    try:
+        submit_judgment(sessions(), user_id, assignment.pair_id, **judgment)
     except PairUnavailable as unavailable:
         st.session_state.notice = ("info", str(unavailable))
     _reset_pair()
@@ -149,12 +180,14 @@ def _carry_out(user_id: int) -> None:
 
 
 def _keys(has_pair: bool) -> None:
+    assignment = st.session_state.assignment
+    ranking = assignment is not None and assignment.kind == "ranking"
     pair_keys(
         KEYS_WIDGET,
         view=st.session_state.view,
         acked=st.session_state.get("acked", 0),
         has_pair=has_pair,
-        keys=SHORTCUTS,
+        keys=rank_view.shortcuts(len(assignment.responses)) if ranking else SHORTCUTS,
     )
 
 
@@ -221,6 +254,9 @@ def render() -> None:
     st.markdown("**Prompt**")
     with st.container(border=True, key="prompt"):
         st.text(reveal_bidi(assignment.prompt))
+    if assignment.kind == "ranking":
+        rank_view.draw(assignment, _selection(), st.session_state.render)
+        return
     left_text, right_text = (
         (assignment.text_a, assignment.text_b)
         if st.session_state.left == "A"
