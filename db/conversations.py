@@ -84,8 +84,10 @@ def _check_order(messages: list[Message], where: str) -> None:
                 f"{where} message {index + 1} is a second system message or one after the "
                 "first turn; keep one system message, first."
             )
+        article = {"user": "a", "assistant": "an"}
         raise UserError(
-            f"{where} message {index + 1} is a {role} turn where a {expected} turn belongs; "
+            f"{where} message {index + 1} is {article[role]} {role} turn where "
+            f"{article[expected]} {expected} turn belongs; "
             "let user and assistant turns alternate, starting with user."
         )
     if messages[-1]["role"] != "user":

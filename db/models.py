@@ -151,7 +151,11 @@ class Prompt(Base):
     chat: Mapped[bool] = mapped_column(Boolean, default=False)
     # A conversation's turns ([{"role", "content"}], ending with a user turn), or None for
     # a plain prompt; `text` then holds a readable rendering (db/conversations.py).
-    messages: Mapped[list[dict[str, str]] | None] = mapped_column(JSON, default=None)
+    # none_as_null: a plain prompt's None is SQL NULL (as rows from before 0008 have), not
+    # the JSON value null, so "IS NULL" finds every plain prompt.
+    messages: Mapped[list[dict[str, str]] | None] = mapped_column(
+        JSON(none_as_null=True), default=None
+    )
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
