@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 
 from db.conversations import Message, conversation_hash, conversation_text, is_single_question
 from db.errors import UserError
-from db.models import Prompt, Sample
+from db.models import Pair, Prompt, Sample
 from db.names import checked_name
 from db.text import storable
 
@@ -154,3 +154,9 @@ def prompts_for_round(session: Session, round_id: int, *, split: str, limit: int
         .limit(limit)
     )
     return list(session.scalars(query))
+
+
+def pair_messages(session: Session, pair_id: int) -> list[Message] | None:
+    """The conversation a pair's (or ranking task's) prompt is, or None for a plain prompt."""
+    query = select(Prompt.messages).join(Pair, Pair.prompt_id == Prompt.id)
+    return session.scalar(query.where(Pair.id == pair_id))

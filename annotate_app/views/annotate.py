@@ -24,7 +24,7 @@ import streamlit as st
 from streamlit.delta_generator import DeltaGenerator
 
 from annotate_app import rank_view
-from annotate_app.display import reveal_bidi
+from annotate_app.conversation_view import show_pair_prompt
 from annotate_app.pair_keys import ClientState, Command, client_state, pair_keys
 from annotate_app.response_box import RESPONSE_STYLE, show_response
 from annotate_app.state import require_user, sessions, write
@@ -251,9 +251,7 @@ def render() -> None:
     if assignment.guidelines.strip():
         with st.expander(f"Guidelines for round {assignment.round_number}"):
             st.markdown(assignment.guidelines)
-    st.markdown("**Prompt**")
-    with st.container(border=True, key="prompt"):
-        st.text(reveal_bidi(assignment.prompt))
+    show_pair_prompt(assignment.pair_id, assignment.prompt, st.session_state.render)
     if assignment.kind == "ranking":
         rank_view.draw(assignment, _selection(), st.session_state.render)
         return
