@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from datasets import Dataset
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -35,6 +35,9 @@ from rlhf_train.runs.lifecycle import (
 from rlhf_train.runs.record import RunProgress, run_checkpoints
 from rlhf_train.runs.trainer_args import last_checkpoint, quiet_unless, section_trainer_args
 from rlhf_train.workspace import Workspace
+
+if TYPE_CHECKING:
+    from trl import RewardTrainer
 
 
 @dataclass(frozen=True)
@@ -158,6 +161,47 @@ def train_reward(
     )
 
 
+def reward_trainer(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    train_data: Dataset,
+    settings: RewardSettings,
+    *,
+    output_dir: Path,
+    device: str,
+    max_steps: int | None = None,
+    progress: bool = False,
+    peft_config: Any = None,
+    callbacks: list | None = None,
+) -> RewardTrainer:
+    """TRL's RewardTrainer with the [reward] settings, on pairs already encoded as
+    chosen_ids / rejected_ids (see RewardInputFormat.encode); call .train() on it.
+
+    `rlhf train reward` and bench/labels.py both train through it, so a benchmark's
+    reward model is trained exactly as the loop's is.
+    """
+    from trl import RewardConfig, RewardTrainer
+
+    args = RewardConfig(
+        **section_trainer_args(
+            settings, output_dir=output_dir, device=device, max_steps=max_steps, progress=progress
+        ),
+        # Inputs are already cut to max_length; TRL's own limit would drop pairs.
+        max_length=None,
+        center_rewards_coefficient=settings.center_coefficient or None,
+    )
+    trainer = RewardTrainer(
+        model=model,
+        args=args,
+        train_dataset=train_data,
+        processing_class=tokenizer,
+        peft_config=peft_config,
+        callbacks=callbacks,
+    )
+    quiet_unless(trainer, progress)
+    return trainer
+
+
 def _train(
     workspace: Workspace,
     options: RewardOptions,
@@ -166,8 +210,6 @@ def _train(
     run_id: int,
     resume: bool,
 ) -> RewardResult | None:
-    from trl import RewardConfig, RewardTrainer
-
     settings = workspace.config.reward
     name = new_model_name(workspace, options.name, "reward", run_id)
     export, backbone = prepared.export, prepared.backbone
@@ -175,28 +217,19 @@ def _train(
     train_data = _encoded(prepared.train_split, tokenizer, input_format, options.use_margin)
 
     checkpoints = run_checkpoints(workspace, run_id)
-    args = RewardConfig(
-        **section_trainer_args(
-            settings,
-            output_dir=checkpoints,
-            device=device,
-            max_steps=options.max_steps,
-            progress=options.progress,
-        ),
-        # Inputs are already cut to max_length; TRL's own limit would drop pairs.
-        max_length=None,
-        center_rewards_coefficient=settings.center_coefficient or None,
-    )
-    trainer = RewardTrainer(
-        model=prepared.model,
-        args=args,
-        train_dataset=train_data,
-        processing_class=tokenizer,
+    trainer = reward_trainer(
+        prepared.model,
+        tokenizer,
+        train_data,
+        settings,
+        output_dir=checkpoints,
+        device=device,
+        max_steps=options.max_steps,
+        progress=options.progress,
         peft_config=prepared.peft_config,
         callbacks=[RunProgress(workspace, run_id)],
     )
     checkpoint = last_checkpoint(checkpoints) if resume else None
-    quiet_unless(trainer, options.progress)
     outcome = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     if not trainer.is_world_process_zero():
         return None
