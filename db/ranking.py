@@ -148,3 +148,16 @@ def set_gold_ranking(session: Session, pair_id: int, groups: Any | None) -> Pair
         pair.gold_choice, pair.gold_ranking = "ranking", normalize_gold(groups, ids)
     session.flush()
     return pair
+
+
+def parse_order(text: str) -> list[list[int]] | None:
+    """A lead's typed order, "12 > 15 = 11 > 14" (sample ids best first, = joins ties),
+    as groups; one id alone names only the best; empty text is None (not gold)."""
+    if not text.strip():
+        return None
+    try:
+        return [[int(item) for item in group.split("=")] for group in text.split(">")]
+    except ValueError:
+        raise UserError(
+            f"{text!r} is not an order; write sample ids best first, like 12 > 15 = 11 > 14."
+        ) from None

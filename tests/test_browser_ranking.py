@@ -131,3 +131,50 @@ def test_clicks_rank_flag_and_submit(ranking_app, new_page) -> None:
     [row] = _stored(ranking_app, user_id)
     assert row.ranking == _as_ids(shown, [[4], [2, 1], [3]])
     assert row.flags == {"broken": [shown[2]]}
+
+
+def _rank_one(app: AppDb, user_id: int) -> None:
+    from db.engine import transaction
+    from db.judgments import next_pair, record_judgment
+
+    with transaction(app.sessions) as session:
+        task = next_pair(session, user_id)
+        shown = [sample for sample, _text in task.responses]
+        record_judgment(
+            session,
+            user_id,
+            task.pair_id,
+            choice="ranking",
+            left_sample="A",
+            ranking=[[sample] for sample in sorted(shown)],
+            display_order=shown,
+        )
+
+
+def test_lead_sees_the_kind_sets_a_gold_order_and_reads_tau(ranking_app, new_page) -> None:
+    from db.models import Pair
+
+    _rank_one(ranking_app, ranking_app.add_user("carl"))
+    _rank_one(ranking_app, ranking_app.add_user("dana"))
+    _, page = ranking_app.logged_in(new_page, "boss", "lead")
+    page.get_by_role("link", name="Rounds").click()
+    page.get_by_role("heading", name="Rounds").wait_for()
+    wait_idle(page)
+    page.locator('[data-testid="stDataFrame"] [role="gridcell"]').first.wait_for(state="attached")
+    cells = page.locator('[data-testid="stDataFrame"]').first.locator('[role="gridcell"]')
+    assert f"ranking, K={K}" in cells.all_text_contents()
+    # Task #1's known best is sample 2 (a typo first: one sentence, nothing saved).
+    field = page.get_by_label("Known order", exact=False)
+    field.fill("2 > x")
+    page.get_by_role("button", name="Save gold order").click()
+    page.get_by_text("is not an order").wait_for()
+    field.fill("2")
+    page.get_by_role("button", name="Save gold order").click()
+    page.get_by_text("Task #1 saved.").wait_for()
+    with ranking_app.sessions() as session:
+        pair = session.get(Pair, 1)
+        assert (pair.gold_choice, pair.gold_ranking) == ("ranking", [[2]])
+    page.get_by_role("link", name="Quality").click()
+    page.get_by_role("heading", name="Rankings").wait_for()
+    wait_idle(page)
+    assert_no_app_exception(page)

@@ -13,6 +13,7 @@ import streamlit as st
 
 from annotate_app.state import require_lead, sessions
 from rlhf_train.judgments.quality import quality_report
+from rlhf_train.judgments.ranking_quality import ranking_quality
 
 NO_FIGURE = "–"
 
@@ -34,6 +35,7 @@ def _shown(frame: pd.DataFrame) -> pd.DataFrame:
 
 with sessions()().connection() as connection:
     annotators, rounds = quality_report(connection)
+    ranked_rounds, rankers = ranking_quality(connection)
 
 if not annotators:
     st.info("No judgments yet.")
@@ -87,3 +89,47 @@ st.dataframe(
     ),
     hide_index=True,
 )
+
+if ranked_rounds:
+    st.subheader("Rankings")
+    st.caption(
+        "Ranking rounds: the mean Kendall tau-b (1: the same order, 0: unrelated, -1: "
+        "reversed; ties allowed) between every two annotators who ranked the same task. "
+        "Per pair agreement is in the table above (each ranking counts as the pairs it "
+        "orders at export). Gold: the share of gold tasks whose known best the annotator "
+        "put alone on top, and the tau-b against gold tasks with a known full order."
+    )
+    st.dataframe(
+        _shown(
+            pd.DataFrame(
+                [
+                    {
+                        "round": r.number,
+                        "K": r.rank_k,
+                        "rankings": r.rankings,
+                        "tasks ranked twice or more": r.tasks_ranked_twice,
+                        "mean Kendall tau-b": r.mean_kendall_tau,
+                    }
+                    for r in ranked_rounds
+                ]
+            )
+        ),
+        hide_index=True,
+    )
+    st.dataframe(
+        _shown(
+            pd.DataFrame(
+                [
+                    {
+                        "annotator": a.name,
+                        "rankings": a.rankings,
+                        "gold tasks": a.gold_tasks,
+                        "gold best agreement": a.gold_best_agreement,
+                        "gold Kendall tau-b": a.gold_kendall_tau,
+                    }
+                    for a in rankers
+                ]
+            )
+        ),
+        hide_index=True,
+    )

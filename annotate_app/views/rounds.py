@@ -11,10 +11,12 @@ import pandas as pd
 import streamlit as st
 
 from annotate_app.plain import literal
+from annotate_app.rank_gold import gold_task_editor, task_for_gold
 from annotate_app.run_view import workspace_root
 from annotate_app.state import require_lead, sessions, write
 from db.errors import UserError
 from db.models import RENDER_MODES, Pair
+from db.ranking import set_gold_ranking
 from db.registry import list_models
 from db.round_admin import GOLD_ANSWERS, gold_pairs, set_gold, set_status, update_settings
 from db.rounds import get_round, round_summaries
@@ -74,6 +76,7 @@ st.dataframe(
                 "overlap": s.overlap,
                 "gold rate": s.gold_rate,
                 "shown as": s.render,
+                "kind": f"ranking, K={s.rank_k}" if s.kind == "ranking" else "pairwise",
             }
             for s in summaries
         ]
@@ -140,14 +143,30 @@ for summary in [by_number[chosen]]:
                     render=render,
                     success="Saved.",
                 )
-        st.markdown("**Gold pairs**")
+        st.markdown("**Gold pairs**" if summary.kind == "pairwise" else "**Gold tasks**")
         pair_id = st.number_input("Pair #", min_value=1, step=1, key=f"gold_pair_{summary.number}")
+        if summary.kind == "ranking":
+            with sessions()() as session:
+                shown_task = task_for_gold(session, int(pair_id), round_.id)
+            if shown_task is None:
+                st.caption(f"Task #{int(pair_id)} is not in round {summary.number}.")
+            else:
+                order = gold_task_editor(shown_task, summary.number)
+                if order is not None:
+                    _apply(
+                        set_gold_ranking,
+                        int(pair_id),
+                        order.groups,
+                        success=f"Task #{int(pair_id)} saved.",
+                    )
         with sessions()() as session:
             pair = session.get(Pair, int(pair_id))
             shown = None
             if pair is not None and pair.round_id == round_.id:
                 shown = (pair.prompt.text, pair.sample_a.text, pair.sample_b.text, pair.gold_choice)
-        if shown is None:
+        if summary.kind == "ranking":
+            pass
+        elif shown is None:
             st.caption(f"Pair #{int(pair_id)} is not in round {summary.number}.")
         else:
             prompt, text_a, text_b, current = shown

@@ -52,7 +52,9 @@ def _gold_accuracy(session: Session) -> dict[int, float]:
     rows = session.execute(
         select(Judgment.annotator_id, Judgment.choice == Pair.gold_choice)
         .join(Pair, Pair.id == Judgment.pair_id)
-        .where(Pair.gold_choice.is_not(None), Judgment.choice != "skip")
+        # A ranking's gold is an order, not a choice: rankings are scored on the Quality
+        # page (judgments/ranking_quality.py), not here.
+        .where(Pair.gold_choice.is_not(None), Judgment.choice.not_in(("skip", "ranking")))
     ).all()
     if not rows:
         return {}
