@@ -167,7 +167,7 @@ def test_rounds_are_listed_newest_first_with_the_newest_chosen(app_db, new_page)
     page = new_page()
     log_in(page, app_db.base_url, "boss")
     _open(page, "Rounds")
-    assert [row[0] for row in _rows(page, columns=10)] == ["3", "2", "1"]
+    assert [row[0] for row in _rows(page, columns=11)] == ["3", "2", "1"]
     # The controls are those of the newest round, and another can be chosen.
     page.get_by_role("button", name="Close round 3").wait_for()
     assert page.get_by_role("button", name="Close round 1").count() == 0

@@ -6,7 +6,6 @@ incomplete order is refused with one sentence and stores nothing."""
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from sqlalchemy import select
