@@ -58,10 +58,13 @@ def add_commands(commands: Commands) -> None:
         "import",
         cmd_prompts_import,
         "Import prompts from a file: .txt (one per line), .csv (a 'prompt' column) or .jsonl "
-        "(a 'prompt' key). Prompts already stored are skipped (by content hash).",
+        "(a 'prompt' key, or a 'messages' list of system/user/assistant turns ending with a "
+        "user turn: a conversation, always chat). Prompts already stored are skipped (by "
+        "content hash).",
         """
         rlhf prompts import prompts.txt
         rlhf prompts import questions.jsonl --chat --source support-tickets
+        rlhf prompts import chats.jsonl   # {"messages": [{"role": "user", "content": ...}]}
         """,
     )
     import_.add_argument("file")
