@@ -10,16 +10,21 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from sqlalchemy import inspect, select
 
 from db.conversations import (
     MAX_CHARACTERS,
     MAX_MESSAGES,
+    ROLES,
+    check_messages,
     conversation_hash,
     conversation_text,
     plain_text_prompt,
 )
 from db.engine import make_engine
+from db.errors import UserError
 from db.models import Pair, Prompt, Sample
 from db.prompts import content_hash
 from migrations.runner import upgrade
@@ -185,6 +190,32 @@ def test_hostile_conversation_files_store_nothing(
     assert err.startswith("error: ") and err.count("\n") == 1, err
     assert expected in err
     assert run.counts() == before
+
+
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=5),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner),
+    max_leaves=8,
+)
+_MESSAGE = st.fixed_dictionaries(
+    {"role": st.sampled_from([*ROLES, "tool"]) | _JSON, "content": st.text(max_size=5) | _JSON}
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(_MESSAGE, max_size=6) | _JSON)
+def test_any_messages_value_is_a_conversation_or_one_sentence(value: object) -> None:
+    """Whatever a line's 'messages' holds: a valid conversation comes back (roles in
+    order, ending with user), or a UserError; never another exception."""
+    try:
+        messages = check_messages(value, "f.jsonl line 1")
+    except UserError as error:
+        assert str(error).startswith("f.jsonl line 1") and str(error).count(";") >= 1
+        return
+    roles = [m["role"] for m in messages]
+    body = roles[1:] if roles[0] == "system" else roles
+    assert body and body == ["user", "assistant"] * (len(body) // 2) + ["user"]
+    assert all(m["content"].strip() for m in messages)
 
 
 def test_a_line_with_both_prompt_and_messages_is_refused(run: Run, tmp_path: Path) -> None:
