@@ -115,3 +115,25 @@ def test_a_conversation_shows_as_labelled_turns(app_db, new_page, mode: str) -> 
     assert page.locator(".st-key-conversation").count() == 0
     (row,) = stored_judgments(app_db.sessions, ann)
     assert row["pair_id"] == pair_id and row["prompt"] == conversation_text(HISTORY)
+
+
+def test_the_gold_pair_view_shows_a_conversation_as_turns(app_db, new_page) -> None:
+    with transaction(app_db.sessions) as session:
+        pair = session.scalars(select(Pair).order_by(Pair.id)).all()[2]
+        pair.prompt.messages = HISTORY
+        pair.prompt.text = conversation_text(HISTORY)
+        pair.prompt.content_hash = conversation_hash(HISTORY)
+        pair_id = pair.id
+    _lead, page = app_db.logged_in(new_page, "lead", role="lead")
+    number = page.get_by_label("Pair #")
+    number.fill(str(pair_id))
+    number.press("Enter")
+    page.locator(f".st-key-turn_{len(HISTORY)}").wait_for()
+    wait_idle(page)
+    assert _turn(page, len(HISTORY)).inner_text().startswith("User")
+    assert "<script>" in _turn(page, len(HISTORY)).inner_text()
+    assert page.evaluate("typeof window.pwned") == "undefined" and page.evaluate(_MADE) == 0
+    page.get_by_text(f"{HIDDEN} earlier messages").click()
+    _turn(page, 1).wait_for(state="visible")
+    assert _turn(page, 1).inner_text().startswith("System")
+    assert_no_app_exception(page)

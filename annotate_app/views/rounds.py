@@ -10,6 +10,7 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
+from annotate_app.conversation_view import show_prompt
 from annotate_app.plain import literal
 from annotate_app.rank_gold import gold_task_editor, task_for_gold
 from annotate_app.run_view import workspace_root
@@ -164,13 +165,17 @@ for summary in [by_number[chosen]]:
             shown = None
             if pair is not None and pair.round_id == round_.id:
                 shown = (pair.prompt.text, pair.sample_a.text, pair.sample_b.text, pair.gold_choice)
+                messages = pair.prompt.messages
         if summary.kind == "ranking":
             pass
         elif shown is None:
             st.caption(f"Pair #{int(pair_id)} is not in round {summary.number}.")
         else:
             prompt, text_a, text_b, current = shown
-            st.text(prompt)
+            if messages:  # a conversation: its turns as the annotators see them
+                show_prompt(prompt, messages, "text")
+            else:
+                st.text(prompt)
             a, b = st.columns(2)
             with a.container(border=True):
                 st.markdown("**A**")
