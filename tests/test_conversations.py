@@ -460,3 +460,24 @@ def test_conversational_export_imports_back_as_the_same_prompts(
     with sqlite_workspace.sessions() as session:
         after = {p.content_hash for p in session.scalars(select(Prompt))}
     assert after == before  # both prompts found again by hash: no new prompt rows
+
+
+def test_optimizers_and_evaluation_get_the_conversation(sqlite_workspace, tmp_path: Path) -> None:
+    """PPO, RLOO/GRPO and evaluation read prompts through these: a conversation arrives
+    with its messages, from the workspace and from a --prompts file alike."""
+    from rlhf_train.evaluation.report import held_out_prompts
+    from rlhf_train.policy.prompts import load_policy_prompts
+
+    store_prompts(sqlite_workspace, [HISTORY])
+    (from_workspace,) = load_policy_prompts(sqlite_workspace, None)
+    assert from_workspace == PromptInput(conversation_text(HISTORY), True, HISTORY)
+    (held_out,), _split = held_out_prompts(sqlite_workspace, 5)
+    assert held_out == from_workspace
+    path = _jsonl(
+        tmp_path, "p.jsonl", [{"messages": HISTORY}, {"messages": [HISTORY[1]]}, {"prompt": "x"}]
+    )
+    assert load_policy_prompts(sqlite_workspace, path) == [
+        from_workspace,
+        PromptInput(HISTORY[1]["content"], True),
+        PromptInput("x", False),
+    ]
