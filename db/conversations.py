@@ -56,7 +56,8 @@ def check_messages(value: Any, where: str) -> list[Message]:
             )
         role, content = message["role"], message["content"]
         if role not in ROLES:
-            raise UserError(f"{at} has the role {role!r}; use system, user or assistant.")
+            shown = repr(role) if len(repr(role)) <= 40 else repr(role)[:37] + "..."
+            raise UserError(f"{at} has the role {shown}; use system, user or assistant.")
         if not isinstance(content, str) or not storable(content).strip():
             raise UserError(f"{at} ({role}) has no text content; give it text or remove it.")
         messages.append({"role": role, "content": storable(content)})

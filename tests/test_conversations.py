@@ -155,6 +155,10 @@ _EXAMPLE = [{"role": "user", "content": "hi"}]
         ([{"role": "user", "content": 3}], "line 2 message 1 (user) has no text content"),
         ([{"role": "user", "content": "  \x00 "}], "message 1 (user) has no text content"),
         ([{"role": "tool", "content": "x"}], "line 2 message 1 has the role 'tool'; use system"),
+        (
+            [{"role": "r" * 10_000, "content": "x"}],
+            "has the role 'rrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrr...;",
+        ),
         ([{"role": "system", "content": "s"}], "line 2 has only a system message"),
         (
             [*_EXAMPLE, {"role": "assistant", "content": "a"}],

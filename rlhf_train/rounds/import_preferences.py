@@ -68,7 +68,9 @@ def _response(value: Any, column: str, where: str) -> str:
     if isinstance(value, list):
         roles = [m.get("role") if isinstance(m, dict) else None for m in value]
         if roles != ["assistant"]:
-            found = ", ".join(map(repr, roles)) or "no message"
+            found = ", ".join(repr(role)[:40] for role in roles[:4]) or "no message"
+            if len(roles) > 4:
+                found += f" and {len(roles) - 4} more messages"
             raise UserError(
                 f"{where} column {column!r} holds {found} where one assistant message "
                 'belongs; write it as [{"role": "assistant", "content": "..."}] or as text.'
