@@ -485,3 +485,19 @@ def test_optimizers_and_evaluation_get_the_conversation(sqlite_workspace, tmp_pa
         PromptInput(HISTORY[1]["content"], True),
         PromptInput("x", False),
     ]
+
+
+def test_raw_export_conversational_writes_the_whole_conversation(
+    sqlite_workspace, tiny_policy: Path, tmp_path: Path
+) -> None:
+    from rlhf_train.export.raw import RawExportOptions, export_raw
+
+    _voted_round(sqlite_workspace, tiny_policy)
+    out = tmp_path / "votes"
+    export_raw(sqlite_workspace, RawExportOptions(out=out, conversational=True, formats=("jsonl",)))
+    rows = [json.loads(line) for line in (out / "data" / "train.jsonl").read_text().splitlines()]
+    assert sorted((row["prompt"] for row in rows), key=len) == [
+        [{"role": "user", "content": "A plain prompt"}],
+        HISTORY,
+    ]
+    assert all(row["response_a"][0]["role"] == "assistant" for row in rows)
