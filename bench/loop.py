@@ -67,6 +67,11 @@ def settings_toml(args: argparse.Namespace) -> str:
     tokens = 12 if args.quick else 32
     seed = args.seed
     return f"""
+[runtime]
+# 0: one per core. On a shared machine, 1 keeps a descheduled thread from stalling the
+# other at every barrier (measured 3x slower with 2 threads beside another process).
+threads = {args.threads}
+
 [round]
 overlap = 1
 
@@ -358,6 +363,7 @@ def main() -> None:
     )
     parser.add_argument("--kl-horizon", type=int, default=1000, help="episodes, adaptive KL")
     parser.add_argument("--reference", choices=["start", "parent"], default="start")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads; 0: every core")
     parser.add_argument("--tag", default="", help="appended to the run's key, for variants")
     parser.add_argument("--quick", action="store_true", help="a smoke run; writes nothing")
     parser.add_argument("--out", type=Path, help=f"results file (default {RESULTS})")
