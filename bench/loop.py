@@ -69,7 +69,8 @@ def settings_toml(args: argparse.Namespace) -> str:
     return f"""
 [runtime]
 # 0: one per core. On a shared machine, 1 keeps a descheduled thread from stalling the
-# other at every barrier (measured 3x slower with 2 threads beside another process).
+# other at every barrier (generation ran about 3x slower per CPU second with 2 threads
+# beside another busy process, on 2 cores).
 threads = {args.threads}
 
 [round]
