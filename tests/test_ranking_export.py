@@ -23,6 +23,7 @@ from rlhf_train.export.query import PairTable, VoteTable
 from rlhf_train.export.rankings import Rankings, ballots
 from rlhf_train.export.reader import read_export
 from rlhf_train.judgments.agreement import CODE, kendall_tau_b, mean_kendall_tau
+from rlhf_train.rounds.import_preferences import import_preferences, read_preference_rows
 from tests.ranking_fixtures import ranking_round
 
 
@@ -204,3 +205,8 @@ def test_export_expands_aggregates_and_reads_back(workspace, tmp_path: Path) -> 
     )
     assert half.counts["rows_train"] == 7
     assert read_export(workspace, tmp_path / "half").manifest["counts"]["rankings"] == 4
+    # import-preferences reads the rows back as a round of pairs.
+    rows = read_preference_rows(tmp_path / "drop" / "hf")
+    with transaction(workspace.sessions) as session:
+        report = import_preferences(session, rows, source="rankings")
+    assert report.pairs == 5
