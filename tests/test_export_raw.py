@@ -135,6 +135,7 @@ def test_every_judgment_is_one_row_in_every_format(judged, tmp_path) -> None:
         "choice_tie": 1,
         "choice_both_bad": 1,
         "choice_skip": 2,
+        "choice_ranking": 0,
         "pairs_judged": 6,
         "prompts": 6,
         "annotators": 2,

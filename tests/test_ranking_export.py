@@ -210,3 +210,16 @@ def test_export_expands_aggregates_and_reads_back(workspace, tmp_path: Path) -> 
     with transaction(workspace.sessions) as session:
         report = import_preferences(session, rows, source="rankings")
     assert report.pairs == 5
+
+
+def test_the_raw_export_keeps_each_ranking_whole(workspace, tmp_path: Path) -> None:
+    from rlhf_train.export.raw import RawExportOptions, export_raw
+
+    users, _ = ranking_round(workspace.sessions, k=3, tasks=1, overlap=1, annotators=1)
+    _rank_all(workspace, users, {0: [[[2], [0, 1]]]})
+    result = export_raw(workspace, RawExportOptions(out=tmp_path / "raw"))
+    assert result.counts["choice_ranking"] == 1
+    [row] = list(load_from_disk(str(tmp_path / "raw" / "hf"))["train"])
+    assert row["choice"] == "ranking" and row["ranking"] == [[3], [1, 2]]
+    assert sorted(row["display_order"]) == [1, 2, 3]
+    assert row["responses_shown"] == [f"p0 r{sample - 1}" for sample in row["display_order"]]

@@ -111,6 +111,7 @@ RAW_COUNT_LABELS = {
     "choice_tie": "choice tie",
     "choice_both_bad": "choice both bad",
     "choice_skip": "skips",
+    "choice_ranking": "rankings (ranking tasks, one order each)",
     "pairs_judged": "pairs judged",
     "prompts": "prompts",
     "annotators": "annotators",
@@ -162,6 +163,9 @@ def render_raw_card(manifest: dict[str, Any]) -> str:
         "- `ms_spent`: milliseconds the annotator spent on the pair.",
         "- `time`: when the judgment was last submitted, ISO 8601 in UTC.",
         "- `gold_choice`: the known answer of a gold (attention-check) pair, null otherwise.",
+        "- `ranking`, `display_order`, `responses_shown`: for a ranking task (choice "
+        "`ranking`), the order chosen as groups of sample ids best first (ties share a "
+        "group), the sample ids in the order shown, and their texts; null otherwise.",
         "",
         "## Pseudonyms",
         "",

@@ -91,6 +91,10 @@ class JudgmentTable:
     left_samples: list[str]
     ms_spent: list[int]
     times: list[str]
+    # Ranking judgments (db.ranking): groups of sample ids best first, and the sample ids
+    # in the order shown; None for pairwise judgments.
+    rankings: list[list[list[int]] | None]
+    display_orders: list[list[int] | None]
 
 
 def _columns(rows: Sequence[tuple], count: int) -> list[list]:
@@ -123,13 +127,15 @@ def load_judgments(connection: Connection, rounds: RoundSelection) -> JudgmentTa
             Judgment.left_sample,
             Judgment.ms_spent,
             Judgment.created_at,
+            Judgment.ranking,
+            Judgment.display_order,
         )
         .join(Pair, Pair.id == Judgment.pair_id)
         .join(Round, Round.id == Pair.round_id)
         .where(Pair.round_id.in_(rounds.ids))
         .order_by(Judgment.id)
     )
-    columns = _columns(connection.execute(query).all(), 14)
+    columns = _columns(connection.execute(query).all(), 16)
     columns[10] = [_flag_names(flags) for flags in columns[10]]
     columns[13] = [_iso(moment) for moment in columns[13]]
     return JudgmentTable(*columns)
@@ -180,6 +186,9 @@ def raw_schema(conversational: bool) -> pa.Schema:
             ("ms_spent", pa.int64()),
             ("time", pa.string()),
             ("gold_choice", pa.string()),
+            ("ranking", pa.list_(pa.list_(pa.int64()))),
+            ("display_order", pa.list_(pa.int64())),
+            ("responses_shown", pa.list_(pa.string())),
         ]
     )
 
@@ -219,6 +228,12 @@ def raw_table(
         "ms_spent": judgments.ms_spent,
         "time": judgments.times,
         "gold_choice": judgments.gold,
+        "ranking": judgments.rankings,
+        "display_order": judgments.display_orders,
+        "responses_shown": [
+            None if order is None else [samples[sid][0] for sid in order]
+            for order in judgments.display_orders
+        ],
     }
     return pa.Table.from_pydict(data, schema=raw_schema(conversational))
 
@@ -256,7 +271,10 @@ def export_raw(workspace: Workspace, options: RawExportOptions) -> RawExportResu
                 "export once annotators have judged some pairs."
             )
         prompts = prompt_texts(connection, rounds)
-        samples = sample_texts(connection, rounds, set(judgments.sample_a + judgments.sample_b))
+        shown = {sid for order in judgments.display_orders if order for sid in order}
+        samples = sample_texts(
+            connection, rounds, set(judgments.sample_a + judgments.sample_b) | shown
+        )
         conversations = prompt_conversations(connection, rounds) if options.conversational else {}
     names = fresh_pseudonyms(judgments.annotator_ids)
     table = raw_table(judgments, prompts, samples, names, options.conversational, conversations)
