@@ -171,6 +171,9 @@ def plot(summary: dict, path: Path) -> None:
         if target is not None:
             axis.axhline(target, color="grey", linestyle=":", label="random at 512")
         axis.set_xscale("log", base=2)
+        ticks = sorted({int(n) for rows in summary[task]["table"].values() for n in rows})
+        axis.set_xticks(ticks, [str(n) for n in ticks])
+        axis.minorticks_off()
         axis.set(
             xlabel="labels", ylabel="held-out pairwise accuracy (oracle)",
             title=f"Reward model per label, task {task} (95% t interval)",
