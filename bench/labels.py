@@ -259,21 +259,26 @@ def run(args: argparse.Namespace) -> int:
     pool = load_or_generate(args.pool, pool_settings, policy)
     backbone = str(BUILTIN_MODELS["minilm-l6-v2"].materialize(args.models_cache))
     setup = Setup(pool, args.task, args.noise, backbone, LOOP_REWARD, args.heldout_pairs)
-    results.update(
-        {
-            "pool": {
-                **asdict(pool_settings),
-                "train_candidate_pairs": len(setup.candidates),
-                "near_duplicate_pairs": int(setup.duplicates.sum()),
-                "heldout_pairs": len(setup.eval_pairs),
-            },
-            "reward_settings": asdict(LOOP_REWARD),
-            "backbone": "minilm-l6-v2",
-            "noise": args.noise,
-            "batch": args.batch,
-            "interval": "95% Student-t over seeds",
-        }
-    )
+    measured_on = {
+        "pool": {
+            **asdict(pool_settings),
+            "train_candidate_pairs": len(setup.candidates),
+            "near_duplicate_pairs": int(setup.duplicates.sum()),
+            "heldout_pairs": len(setup.eval_pairs),
+        },
+        "reward_settings": asdict(LOOP_REWARD),
+        "backbone": "minilm-l6-v2",
+        "noise": args.noise,
+        "batch": args.batch,
+    }
+    # Points of one file are averaged together: they must share the pool and settings.
+    if results.get("runs") and any(results.get(key) != value for key, value in measured_on.items()):
+        raise UserError(
+            f"{args.out} holds points measured on another pool or with other settings; "
+            "pass the same --train-prompts, --heldout-prompts, --noise and --batch, or "
+            "another --out."
+        )
+    results.update(measured_on, interval="95% Student-t over seeds")
     results.setdefault("runs", {}).setdefault(args.task, {})
     for strategy in strategies:
         for seed in seeds:
