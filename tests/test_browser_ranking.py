@@ -34,12 +34,9 @@ _BUTTONS_SHOWN = """
 """
 
 
-@pytest.fixture(scope="module")
-def ranking_app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AppDb]:
-    """One server on a SQLite database holding a ranking round of 3 tasks of K marked
-    responses (overlap 3: every annotator gets every task)."""
-    folder = tmp_path_factory.mktemp("ranking-app")
-    url = f"sqlite:///{folder / 'app.db'}"
+def _ranking_database(url: str):
+    """A ranking round of 3 tasks of K marked responses (overlap 3: every annotator gets
+    every task) in the empty database at `url`; its engine and sessions."""
     engine = make_engine(url)
     upgrade(engine)
     sessions = session_factory(engine)
@@ -47,6 +44,15 @@ def ranking_app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AppDb]:
     with sessions.begin() as session:
         for sample in session.scalars(select(Sample)):
             sample.text = f"MARKER-{sample.id} says something"
+    return engine, sessions
+
+
+@pytest.fixture(scope="module")
+def ranking_app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AppDb]:
+    """One server on a SQLite database holding the ranking round."""
+    folder = tmp_path_factory.mktemp("ranking-app")
+    url = f"sqlite:///{folder / 'app.db'}"
+    engine, sessions = _ranking_database(url)
     with streamlit_server(url, folder / "streamlit.log") as base_url:
         yield AppDb(url, sessions, base_url)
     engine.dispose()
@@ -80,6 +86,19 @@ def _as_ids(shown: dict[int, int], order: list[list[int]]) -> list[list[int]]:
 
 
 def test_keys_typed_fast_with_a_tie_and_a_backspace(ranking_app, new_page, tmp_path) -> None:
+    _keyboard_ranking(ranking_app, new_page, tmp_path)
+
+
+def test_keys_on_postgresql(postgres_url, serve, new_page, tmp_path) -> None:
+    """The same ranking by keys, the app serving a PostgreSQL database."""
+    engine, sessions = _ranking_database(postgres_url)
+    try:
+        _keyboard_ranking(AppDb(postgres_url, sessions, serve(postgres_url)), new_page, tmp_path)
+    finally:
+        engine.dispose()
+
+
+def _keyboard_ranking(ranking_app: AppDb, new_page, tmp_path) -> None:
     user_id = ranking_app.add_user("ann")
     page = new_page()
     log_in(page, ranking_app.base_url, "ann")
