@@ -22,6 +22,7 @@ from rlhf_train.export.preferences import ExportOptions, export_preferences
 from rlhf_train.export.query import PairTable, VoteTable
 from rlhf_train.export.rankings import Rankings, ballots
 from rlhf_train.export.reader import read_export
+from rlhf_train.export.summary import describe_export
 from rlhf_train.judgments.agreement import CODE, kendall_tau_b, mean_kendall_tau
 from rlhf_train.rounds.import_preferences import import_preferences, read_preference_rows
 from tests.ranking_fixtures import ranking_round
@@ -190,6 +191,9 @@ def test_export_expands_aggregates_and_reads_back(workspace, tmp_path: Path) -> 
     assert result.agreement["ranking_kendall_tau"] == pytest.approx(
         (1 / 3 + 0 - 2 / math.sqrt(6)) / 3
     )
+    printed = describe_export(result)
+    assert "rankings' mean Kendall tau-b -0.161" in printed
+    assert "votes the rankings gave (K(K-1)/2 pairs each)" in printed
     rows = list(load_from_disk(str(tmp_path / "drop" / "hf"))["train"])
     by_texts = {(row["chosen"], row["rejected"]): row for row in rows}
     # Task 1: r0 over r1 by two of three (distances 1 and 2): margin 2/3 x 1.5.
