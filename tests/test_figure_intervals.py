@@ -38,11 +38,22 @@ def test_a_wider_sample_gives_a_narrower_interval() -> None:
 
 
 def test_a_corpus_figure_is_resampled_whole() -> None:
-    texts = ["the film was good", "the film was bad", "a b c d", "same same same same"] * 8
+    rng = random.Random(1)
+    words = [f"w{i}" for i in range(40)]
+    texts = [" ".join(rng.choice(words) for _ in range(12)) for _ in range(128)]
+    point = distinct_n(texts, 2)
     low, high = texts_interval(texts, lambda rows: distinct_n(rows, 2))
-    assert low <= distinct_n(texts, 2) <= high
-    # Resampling with replacement repeats texts, so distinct-2 can only fall.
-    assert high <= distinct_n(texts, 2) + 1e-12
+    # Centred on the figure (a bootstrap that repeats texts would sit below it), and as
+    # wide as the spread of distinct-2 over independent corpora of the same size.
+    assert low < point < high
+    assert (high + low) / 2 == pytest.approx(point)
+    others = [
+        distinct_n([" ".join(rng.choice(words) for _ in range(12)) for _ in range(128)], 2)
+        for _ in range(30)
+    ]
+    spread = (sum((x - point) ** 2 for x in others) / len(others)) ** 0.5
+    assert 0.5 * spread < (high - low) / 3.92 < 2 * spread
+    assert texts_interval(["one text"], lambda rows: 0.0) is None
     calls = []
     bootstrap_interval(10, lambda rows: calls.append(len(rows)) or 0.0, resamples=7)
     assert calls == [10] * 7

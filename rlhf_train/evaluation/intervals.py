@@ -5,12 +5,15 @@ from a sample of prompts: 128 prompts leave about +-0.09 on a share near 0.5. Th
 bootstrap redraws the prompts with replacement and recomputes the figure from the
 redrawn rows, so it works alike for means, shares and corpus-level figures such as
 distinct-2 that are not means of per-prompt values. Percentile intervals; the draws are
-seeded, so the same rows give the same interval.
+seeded, so the same rows give the same interval. Figures of the whole set of texts
+(distinct-2) use the jackknife instead (see texts_interval).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
+from statistics import NormalDist
 from typing import Any
 
 import numpy as np
@@ -55,12 +58,21 @@ def share_interval(
 
 
 def texts_interval(
-    texts: Sequence[str], statistic: Callable[[list[str]], float], **options
+    texts: Sequence[str], statistic: Callable[[list[str]], float], level: float = LEVEL
 ) -> tuple[float, float] | None:
-    """The bootstrap interval of a figure computed over all the texts at once."""
-    return bootstrap_interval(
-        len(texts), lambda rows: statistic([texts[i] for i in rows]), **options
-    )
+    """The interval of a figure computed over all the texts at once, such as distinct-2,
+    by the jackknife: the bootstrap would redraw some texts twice, and a repeated text
+    repeats all its n-grams, so every redraw would sit below the figure itself. Leaving
+    one text out at a time repeats nothing; the interval is the figure plus or minus the
+    normal quantile times the jackknife's standard error. None with fewer than two texts."""
+    count = len(texts)
+    if count < 2:
+        return None
+    point = statistic(list(texts))
+    left_out = np.array([statistic(list(texts[:i]) + list(texts[i + 1 :])) for i in range(count)])
+    error = math.sqrt((count - 1) / count * float(((left_out - left_out.mean()) ** 2).sum()))
+    half = NormalDist().inv_cdf(0.5 + level / 2) * error
+    return point - half, point + half
 
 
 def policy_intervals(
