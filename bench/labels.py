@@ -230,6 +230,17 @@ def _load(path: Path) -> dict:
         raise UserError(f"{path} is not JSON ({exc}); fix or move it before merging.") from exc
 
 
+def check_mergeable(results: dict, measured_on: dict, out: Path) -> None:
+    """Refuse to merge into `results` (read from `out`) when its points were measured on
+    another pool or with other settings: the summary averages the points of one file."""
+    if results.get("runs") and any(results.get(key) != value for key, value in measured_on.items()):
+        raise UserError(
+            f"{out} holds points measured on another pool or with other settings; "
+            "pass the same --train-prompts, --heldout-prompts, --noise and --batch, or "
+            "another --out."
+        )
+
+
 def run(args: argparse.Namespace) -> int:
     results = _load(args.out)
     if args.report:
@@ -271,13 +282,7 @@ def run(args: argparse.Namespace) -> int:
         "noise": args.noise,
         "batch": args.batch,
     }
-    # Points of one file are averaged together: they must share the pool and settings.
-    if results.get("runs") and any(results.get(key) != value for key, value in measured_on.items()):
-        raise UserError(
-            f"{args.out} holds points measured on another pool or with other settings; "
-            "pass the same --train-prompts, --heldout-prompts, --noise and --batch, or "
-            "another --out."
-        )
+    check_mergeable(results, measured_on, args.out)
     results.update(measured_on, interval="95% Student-t over seeds")
     results.setdefault("runs", {}).setdefault(args.task, {})
     for strategy in strategies:

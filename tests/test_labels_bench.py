@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from bench.labels import interval, summarize
+from bench.labels import check_mergeable, interval, summarize
 from bench.labels_core import (
     Pairs,
     Setup,
@@ -178,3 +178,14 @@ def test_summary_intervals_and_goal() -> None:
     assert summary["goal"]["strategies"]["uncertainty"] == {"labels_to_reach": 256, "met": True}
     assert summary["goal"]["strategies"]["random"]["met"] is False
     assert interval([0.5]) == (0.5, None)
+
+
+def test_points_of_another_pool_are_not_merged(tmp_path: Path) -> None:
+    measured_on = {"pool": {"train_prompts": 300}, "noise": 0.1, "batch": 64}
+    results = {**measured_on, "runs": {"positive": {"random": {"0": {}}}}}
+    check_mergeable(results, measured_on, tmp_path / "labels.json")
+    check_mergeable({}, measured_on, tmp_path / "labels.json")  # a new file takes anything
+    with pytest.raises(UserError, match="another pool or with other settings"):
+        check_mergeable(results, {**measured_on, "pool": {"train_prompts": 1000}}, tmp_path)
+    with pytest.raises(UserError, match="another pool or with other settings"):
+        check_mergeable(results, {**measured_on, "noise": 0.3}, tmp_path)
