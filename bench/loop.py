@@ -377,19 +377,29 @@ def main() -> None:
     if args.quick:
         args.rounds, args.labels_per_round, args.ppo_steps = 1, 12, 2
     out = args.out or (None if args.quick else RESULTS)
-    results: dict = {"runs": {}}
-    if out is not None and out.exists():
-        results = json.loads(out.read_text())
-        results.setdefault("runs", {})
-    results.pop("scenarios", None)  # the layout before runs were merged one at a time
     for name in names:
         key = f"{name}/seed{args.seed}" + (f"-{args.tag}" if args.tag else "")
         print(f"== {key} ==", flush=True)
-        results["runs"][key] = run_scenario(name, args)
+        run = run_scenario(name, args)
+        # Read again just before merging: a run takes most of an hour, and another
+        # invocation may have merged its own result meanwhile.
+        results = merged(out, key, run)
         if out is not None:
             write_json(out, results)
             plot(results, PLOT if out == RESULTS else out.with_suffix(".png"))
         print_table(results)
+
+
+def merged(out: Path | None, key: str, run: dict) -> dict:
+    """The results file's runs with `run` under `key` (replacing an earlier one)."""
+    results: dict = {"runs": {}}
+    if out is not None and out.exists():
+        results = json.loads(out.read_text())
+        results.setdefault("runs", {})
+    if "scenarios" in results:  # the layout before runs were merged one at a time
+        results = {"runs": results["runs"]}
+    results["runs"][key] = run
+    return results
 
 
 if __name__ == "__main__":
