@@ -95,9 +95,10 @@ if ranked_rounds:
     st.caption(
         "Ranking rounds: the mean Kendall tau-b (1: the same order, 0: unrelated, -1: "
         "reversed; ties allowed) between every two annotators who ranked the same task. "
-        "Per pair agreement is in the table above (each ranking counts as the pairs it "
-        "orders at export). Gold: the share of gold tasks whose known best the annotator "
-        "put alone on top, and the tau-b against gold tasks with a known full order."
+        "Per pair agreement over the pairs the rankings give is in `rlhf export`'s "
+        "summary; the tables above count pair votes only. Gold: the share of gold tasks "
+        "whose known best the annotator put alone on top, and the tau-b against gold "
+        "tasks with a known full order."
     )
     st.dataframe(
         _shown(
