@@ -125,6 +125,23 @@ def loop_settings(policy: Path, reward_backbone: Path) -> dict[str, str]:
     }
 
 
+def simulation_workspace(
+    tmp_path: Path, monkeypatch, policy: Path, reward_backbone: Path, prompts: int = 40
+) -> Path:
+    """A workspace for `rlhf simulate` on tiny models: loop_settings in the environment,
+    initialized, with `prompts` plain prompts imported."""
+    from rlhf_train.cli import main
+
+    for key, value in loop_settings(policy, reward_backbone).items():
+        monkeypatch.setenv(key, value)
+    root = tmp_path / "ws"
+    prompt_file = tmp_path / "prompts.txt"
+    prompt_file.write_text("\n".join(f"Review {i}: the film was" for i in range(prompts)) + "\n")
+    assert main(["--workspace", str(root), "init"]) == 0
+    assert main(["--workspace", str(root), "prompts", "import", str(prompt_file)]) == 0
+    return root
+
+
 def processes_running(command_part: str) -> list[int]:
     """Pids whose command line contains `command_part` (from /proc: no procps needed)."""
     found = []

@@ -16,7 +16,7 @@ from db.models import Judgment, Pair, Round, TaskSample
 from rlhf_train.cli import main
 from rlhf_train.judgments.simulated import plackett_luce
 from rlhf_train.workspace import Workspace
-from tests.helpers import loop_settings, rlhf, store_prompts
+from tests.helpers import rlhf, simulation_workspace, store_prompts
 
 
 def test_plackett_luce_follows_the_oracle_and_its_noise() -> None:
@@ -66,13 +66,7 @@ def reward_backbone(tmp_path_factory):
 def test_simulate_rank_retrains_from_rankings(
     tmp_path, tiny_policy, reward_backbone, monkeypatch, capsys
 ) -> None:
-    for key, value in loop_settings(tiny_policy, reward_backbone).items():
-        monkeypatch.setenv(key, value)
-    root = tmp_path / "ws"
-    prompts = tmp_path / "prompts.txt"
-    prompts.write_text("\n".join(f"Review {i}: the film was" for i in range(40)) + "\n")
-    assert main(["--workspace", str(root), "init"]) == 0
-    assert main(["--workspace", str(root), "prompts", "import", str(prompts)]) == 0
+    root = simulation_workspace(tmp_path, monkeypatch, tiny_policy, reward_backbone)
     args = ["--task", "shorter", "--annotators", "2", "--rounds", "1", "--labels-per-round", "4"]
     assert main(["--workspace", str(root), "simulate", *args, "--rank", "3", "--no-progress"]) == 0
     out = capsys.readouterr().out

@@ -19,7 +19,7 @@ from rlhf_train.cli import main
 from rlhf_train.judgments.simulated import TASKS, SimulatedAnnotator, annotate, decide
 from rlhf_train.rounds.generate import generate_round
 from rlhf_train.workspace import Workspace
-from tests.helpers import loop_settings, round_request
+from tests.helpers import round_request, simulation_workspace
 from tests.tiny_models import build_tiny_reward_backbone
 
 # ---- the decision model -------------------------------------------------------------------
@@ -107,13 +107,7 @@ def reward_backbone(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_simulate_runs_rounds_unattended_and_reports_each(
     tmp_path, tiny_policy, reward_backbone, monkeypatch, capsys
 ) -> None:
-    for key, value in loop_settings(tiny_policy, reward_backbone).items():
-        monkeypatch.setenv(key, value)
-    root = tmp_path / "ws"
-    prompts = tmp_path / "prompts.txt"
-    prompts.write_text("\n".join(f"Review {i}: the film was" for i in range(40)) + "\n")
-    assert main(["--workspace", str(root), "init"]) == 0
-    assert main(["--workspace", str(root), "prompts", "import", str(prompts)]) == 0
+    root = simulation_workspace(tmp_path, monkeypatch, tiny_policy, reward_backbone)
     args = ["--task", "shorter", "--annotators", "2", "--rounds", "2", "--labels-per-round", "6"]
     code = main(["--workspace", str(root), "simulate", *args, "--noise", "0", "--no-progress"])
     assert code == 0
