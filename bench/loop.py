@@ -307,7 +307,8 @@ def plot(results: dict, path: Path) -> None:
     steps.set(xlabel="PPO step (rounds in a row)", ylabel="nats", title="PPO: KL per step")
     for axis in (shares, words, drift, steps):
         axis.grid(alpha=0.3)
-        axis.legend(fontsize=6)
+        if axis.get_legend_handles_labels()[0]:  # an empty panel (no shorter run) has none
+            axis.legend(fontsize=6)
     figure.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, dpi=110)

@@ -1,12 +1,10 @@
-"""95% intervals of a policy's figures, by the bootstrap over prompts.
+"""95% intervals of a policy's figures, by resampling the held-out prompts.
 
 A policy is measured on one response per held-out prompt, so each figure is an estimate
-from a sample of prompts: 128 prompts leave about +-0.09 on a share near 0.5. The
-bootstrap redraws the prompts with replacement and recomputes the figure from the
-redrawn rows, so it works alike for means, shares and corpus-level figures such as
-distinct-2 that are not means of per-prompt values. Percentile intervals; the draws are
-seeded, so the same rows give the same interval. Figures of the whole set of texts
-(distinct-2) use the jackknife instead (see texts_interval).
+from a sample of prompts: 128 prompts leave about +-0.09 on a share near 0.5. Means and
+shares of per-prompt values get the percentile bootstrap (the prompts redrawn with
+replacement, seeded, so the same rows give the same interval). Figures of the whole set
+of texts, such as distinct-2, get the jackknife instead (see texts_interval).
 """
 
 from __future__ import annotations
@@ -47,14 +45,6 @@ def mean_interval(values: Sequence[float], **options) -> tuple[float, float] | N
     """The bootstrap interval of the mean of per-prompt values."""
     array = np.asarray(values, dtype=np.float64)
     return bootstrap_interval(len(array), lambda rows: float(array[rows].mean()), **options)
-
-
-def share_interval(
-    values: Sequence[float], test: Callable[[np.ndarray], np.ndarray], **options
-) -> tuple[float, float] | None:
-    """The bootstrap interval of the share of per-prompt values that pass `test`."""
-    passed = test(np.asarray(values, dtype=np.float64)).astype(np.float64)
-    return mean_interval(passed, **options)
 
 
 def texts_interval(

@@ -276,7 +276,7 @@ def evaluate_policy(
     if scores.shape != (len(texts),):
         raise ValueError(f"the score function returned {scores.shape} for {len(texts)} responses")
     n = len(texts)
-    ended = [ends(c.text, c.finished) for c in responses]
+    ending = [ends(c.text, c.finished) for c in responses]
     figures: dict[str, Any] = {
         "n": n,
         "score_mean": float(scores.mean()),
@@ -287,8 +287,8 @@ def evaluate_policy(
         "distinct_1": distinct_n(texts, 1),
         "distinct_2": distinct_n(texts, 2),
         "repetition_rate": repetition_rate(texts),
-        "ended_share": float(np.mean(ended)),
-        "ended": ended,
+        "ended_share": float(np.mean(ending)),
+        "ended": ending,
         "scores": [float(value) for value in scores],
         "kl": None,
         "kl_terms": None,

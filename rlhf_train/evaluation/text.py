@@ -136,7 +136,8 @@ def markdown(report: dict[str, Any], plots: list[str]) -> str:
         f"(up to {report['max_new_tokens']} new tokens, temperature {report['temperature']}, "
         f"seed {report['seed']}). Reward: {report['reward'] or 'none'}. KL and perplexity "
         f"against {report['reference']}. Judges: {', '.join(report['judges']) or 'none'}. "
-        "In brackets: 95% intervals, by the bootstrap over the prompts.",
+        "In brackets: 95% intervals, by resampling the prompts (the bootstrap; distinct-2: "
+        "the jackknife).",
         "",
     ]
     lines += [f"> {note}" for note in report["notes"]] + ([""] if report["notes"] else [])

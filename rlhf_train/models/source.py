@@ -149,14 +149,13 @@ def policy_to_train(workspace, spec: str | None) -> tuple[int, str, str]:
     return from_main_process(resolve)
 
 
-def lineage_start(workspace, policy_id: int) -> tuple[str, str]:
-    """(name, location) of the first policy of `policy_id`'s lineage: the policy it was
+def lineage_start(workspace, policy_id: int) -> str:
+    """The location of the first policy of `policy_id`'s lineage: the policy it was
     trained from, that one's parent, and so on up to one without a parent."""
     from rlhf_train.distributed import from_main_process
 
-    def resolve() -> tuple[str, str]:
+    def resolve() -> str:
         with workspace.sessions() as session:
-            start = lineage(session, session.get(Model, policy_id))[-1]
-            return start.name, model_location(start)
+            return model_location(lineage(session, session.get(Model, policy_id))[-1])
 
     return from_main_process(resolve)

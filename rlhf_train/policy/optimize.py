@@ -109,7 +109,7 @@ def prepare_job(workspace: Workspace, options: OptimizeOptions) -> PolicyJob:
     peft_config = lora_config(model, config.lora, "CAUSAL_LM") if options.lora else None
     reference_location = None
     if options.algorithm == "ppo" and config.ppo.reference == "start":
-        _, start_location = lineage_start(workspace, policy_id)
+        start_location = lineage_start(workspace, policy_id)
         reference_location = start_location if start_location != location else None
     return PolicyJob(
         options=options,

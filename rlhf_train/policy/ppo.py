@@ -461,8 +461,6 @@ class PPOTrainer:
         if reference is None and not self.lora:
             reference = copy.deepcopy(policy)
         self.reference = None if reference is None else reference.eval().requires_grad_(False)
-        if self.reference is not None:
-            _disable_dropout(self.reference)
         model = PolicyAndValue(policy, config.value_model)
         trainable = [p for p in model.parameters() if p.requires_grad]
         optimizer = _adamw(trainable, config.learning_rate)
