@@ -317,17 +317,20 @@ def _voted_round(workspace, policy: Path) -> None:
     record_votes(workspace, {0: [("ann", "A", 2)], 1: [("ann", "B", 1)]})
 
 
+def _conversational_export(workspace, policy: Path, out: Path) -> Path:
+    """A voted round of a conversation and a plain prompt, exported with --conversational."""
+    _voted_round(workspace, policy)
+    export_preferences(workspace, ExportOptions(out=out, conversational=True, test_fraction=0.0))
+    return out
+
+
 def test_export_conversational_writes_the_whole_conversation(
     sqlite_workspace, tiny_policy: Path, tmp_path: Path
 ) -> None:
     from datasets import load_from_disk
     from trl.data_utils import apply_chat_template, is_conversational
 
-    _voted_round(sqlite_workspace, tiny_policy)
-    out = tmp_path / "chat"
-    export_preferences(
-        sqlite_workspace, ExportOptions(out=out, conversational=True, test_fraction=0.0)
-    )
+    out = _conversational_export(sqlite_workspace, tiny_policy, tmp_path / "chat")
     rows = load_from_disk(str(out / "hf"))["train"].to_list()
     prompts = sorted((row["prompt"] for row in rows), key=len)
     assert prompts == [[{"role": "user", "content": "A plain prompt"}], HISTORY]
@@ -352,11 +355,7 @@ def test_dpo_trains_on_a_conversational_export(
     from transformers import AutoModelForCausalLM
     from trl import DPOConfig, DPOTrainer
 
-    _voted_round(sqlite_workspace, tiny_policy)
-    out = tmp_path / "chat"
-    export_preferences(
-        sqlite_workspace, ExportOptions(out=out, conversational=True, test_fraction=0.0)
-    )
+    out = _conversational_export(sqlite_workspace, tiny_policy, tmp_path / "chat")
     tokenizer = _tokenizer(tiny_policy)
     tokenizer.pad_token = tokenizer.eos_token
     trainer = DPOTrainer(
@@ -451,11 +450,7 @@ def test_import_preferences_checks_roles(
 def test_conversational_export_imports_back_as_the_same_prompts(
     sqlite_workspace, tiny_policy: Path, tmp_path: Path, monkeypatch, capsys
 ) -> None:
-    _voted_round(sqlite_workspace, tiny_policy)
-    out = tmp_path / "chat"
-    export_preferences(
-        sqlite_workspace, ExportOptions(out=out, conversational=True, test_fraction=0.0)
-    )
+    out = _conversational_export(sqlite_workspace, tiny_policy, tmp_path / "chat")
     with sqlite_workspace.sessions() as session:
         before = {p.content_hash for p in session.scalars(select(Prompt))}
     monkeypatch.setattr(sys, "argv", ["rlhf"])

@@ -33,6 +33,10 @@ def _shown(frame: pd.DataFrame) -> pd.DataFrame:
     return frame.map(_cell)
 
 
+def _table(rows: list[dict[str, object]]) -> None:
+    st.dataframe(_shown(pd.DataFrame(rows)), hide_index=True)
+
+
 with sessions()().connection() as connection:
     annotators, rounds = quality_report(connection)
     ranked_rounds, rankers = ranking_quality(connection)
@@ -71,23 +75,18 @@ st.bar_chart(
 st.bar_chart(table.set_index("annotator")[["judgments"]])
 
 st.subheader("Rounds")
-st.dataframe(
-    _shown(
-        pd.DataFrame(
-            [
-                {
-                    "round": r.number,
-                    "status": r.status,
-                    "votes": r.votes,
-                    "pairs with votes": r.pairs_with_votes,
-                    "pairwise agreement": r.pairwise_agreement,
-                    "Krippendorff's alpha": r.krippendorff_alpha,
-                }
-                for r in rounds
-            ]
-        )
-    ),
-    hide_index=True,
+_table(
+    [
+        {
+            "round": r.number,
+            "status": r.status,
+            "votes": r.votes,
+            "pairs with votes": r.pairs_with_votes,
+            "pairwise agreement": r.pairwise_agreement,
+            "Krippendorff's alpha": r.krippendorff_alpha,
+        }
+        for r in rounds
+    ]
 )
 
 if ranked_rounds:
@@ -100,37 +99,27 @@ if ranked_rounds:
         "whose known best the annotator put alone on top, and the tau-b against gold "
         "tasks with a known full order."
     )
-    st.dataframe(
-        _shown(
-            pd.DataFrame(
-                [
-                    {
-                        "round": r.number,
-                        "K": r.rank_k,
-                        "rankings": r.rankings,
-                        "tasks ranked twice or more": r.tasks_ranked_twice,
-                        "mean Kendall tau-b": r.mean_kendall_tau,
-                    }
-                    for r in ranked_rounds
-                ]
-            )
-        ),
-        hide_index=True,
+    _table(
+        [
+            {
+                "round": r.number,
+                "K": r.rank_k,
+                "rankings": r.rankings,
+                "tasks ranked twice or more": r.tasks_ranked_twice,
+                "mean Kendall tau-b": r.mean_kendall_tau,
+            }
+            for r in ranked_rounds
+        ]
     )
-    st.dataframe(
-        _shown(
-            pd.DataFrame(
-                [
-                    {
-                        "annotator": a.name,
-                        "rankings": a.rankings,
-                        "gold tasks": a.gold_tasks,
-                        "gold best agreement": a.gold_best_agreement,
-                        "gold Kendall tau-b": a.gold_kendall_tau,
-                    }
-                    for a in rankers
-                ]
-            )
-        ),
-        hide_index=True,
+    _table(
+        [
+            {
+                "annotator": a.name,
+                "rankings": a.rankings,
+                "gold tasks": a.gold_tasks,
+                "gold best agreement": a.gold_best_agreement,
+                "gold Kendall tau-b": a.gold_kendall_tau,
+            }
+            for a in rankers
+        ]
     )
