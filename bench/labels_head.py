@@ -36,6 +36,7 @@ from bench.common import commit, machine, write_json  # noqa: E402
 from bench.labels import LOOP_REWARD, POOL, _numbers, interval  # noqa: E402
 from bench.labels_core import Pairs, Responses, Setup, Trained, run_strategy  # noqa: E402
 from bench.labels_pool import PoolSettings, load_or_generate  # noqa: E402
+from rlhf_train.errors import UserError  # noqa: E402
 
 BENCH = Path(__file__).resolve().parent
 RESULTS = BENCH / "results" / "labels-head.json"
@@ -66,13 +67,15 @@ class FrozenFeatures:
                 hidden = self.encoder(**batch).last_hidden_state
             mask = batch["attention_mask"].unsqueeze(-1).float()
             pooled = (hidden * mask).sum(1) / mask.sum(1)
-            tokens = mask.sum(1) / 32.0
+            tokens = mask.sum(1)  # unscaled: the head standardizes every feature
             for key, row, length in zip(chunk, pooled.numpy(), tokens.numpy(), strict=True):
                 self.cache[key] = np.concatenate([row, length])
 
     def __call__(self, responses: Responses) -> np.ndarray:
-        prompt = (lambda p: p) if self.inputs == "pair" else (lambda p: "")
-        keys = [(prompt(p), t) for p, t in zip(responses.prompts, responses.texts, strict=True)]
+        keys = [
+            (prompt if self.inputs == "pair" else "", text)
+            for prompt, text in zip(responses.prompts, responses.texts, strict=True)
+        ]
         self._encode([k for k in dict.fromkeys(keys) if k not in self.cache])
         return np.stack([self.cache[k] for k in keys])
 
@@ -119,7 +122,7 @@ def measure_heads(
     """Accuracy and ECE per head variant and label count, over seeds."""
     table: dict = {}
     for name in inputs:
-        features = FrozenFeatures(setup.backbone, name)
+        features = FrozenFeatures(setup.backbone, name, setup.settings.max_length)
         for l2 in l2s:
             per_size: dict[int, list] = {}
             for seed in seeds:
@@ -140,7 +143,17 @@ def measure_heads(
     return table
 
 
-def main(argv: list[str] | None = None) -> int:
+def _penalties(text: str) -> list[float]:
+    try:
+        values = [float(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise UserError(f"--l2 takes numbers separated by commas, got {text!r}.") from None
+    if not values or min(values) < 0:
+        raise UserError(f"--l2 needs at least one penalty of 0 or more, got {text!r}.")
+    return values
+
+
+def run(argv: list[str] | None = None) -> int:
     from rlhf_train.models.builtin import BUILTIN_MODELS
     from rlhf_train.models.loading import configure_threads
 
@@ -159,8 +172,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     inputs = [name.strip() for name in args.inputs.split(",") if name.strip()]
     if unknown := [name for name in inputs if name not in INPUTS]:
-        print(f"error: unknown --inputs {unknown}; use some of {', '.join(INPUTS)}.")
-        return 2
+        raise UserError(f"Unknown --inputs {unknown}; use some of: {', '.join(INPUTS)}.")
+    l2s = _penalties(args.l2)
     threads = configure_threads(args.threads)
     settings = PoolSettings(train_prompts=args.train_prompts, heldout_prompts=args.heldout_prompts)
     pool = load_or_generate(
@@ -168,7 +181,6 @@ def main(argv: list[str] | None = None) -> int:
     )
     backbone = str(BUILTIN_MODELS["minilm-l6-v2"].materialize(args.models_cache))
     setup = Setup(pool, args.task, 0.1, backbone, LOOP_REWARD)
-    l2s = [float(value) for value in args.l2.split(",") if value.strip()]
     table = measure_heads(
         setup, inputs, l2s, _numbers(args.seeds, "seeds"), _numbers(args.sizes, "sizes")
     )
@@ -176,13 +188,21 @@ def main(argv: list[str] | None = None) -> int:
         args.out,
         {
             "task": args.task, "pool_prompts": [args.train_prompts, args.heldout_prompts],
-            "heldout_pairs": len(setup.eval_pairs), "noise": 0.1, "selection": "random",
+            "heldout_pairs": len(setup.eval_pairs), "noise": setup.noise, "selection": "random",
             "interval": "95% Student-t over seeds", "table": table, "commit": commit(),
             "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M"),
             "machine": machine(("torch", "transformers"), threads=threads),
         },
     )  # fmt: skip
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        return run(argv)
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":
