@@ -98,7 +98,9 @@ seed = {seed}
 [ppo]
 ppo_epochs = 2
 minibatch_size = 4
-missing_eos_penalty = 0.0
+# Most base responses (88%) run to the 32-token limit, so by default a response that has
+# not ended is not punished; the shorter task's goal asks for endings, see --missing-eos-penalty.
+missing_eos_penalty = {args.missing_eos_penalty}
 # The KL of every round is measured from the policy the loop started with, and an
 # adaptive coefficient holds it near a budget: drift stays bounded over rounds instead
 # of adding up round after round.
@@ -367,6 +369,10 @@ def main() -> None:
     # within a round of 32 steps; Ziegler et al.'s 10,000 suit batches of 512.
     parser.add_argument("--kl-horizon", type=int, default=64, help="episodes, adaptive KL")
     parser.add_argument("--reference", choices=["start", "parent"], default="start")
+    parser.add_argument(
+        "--missing-eos-penalty", type=float, default=0.0,
+        help="ppo.missing_eos_penalty: subtracted from a response's score when it has not ended",
+    )  # fmt: skip
     parser.add_argument("--threads", type=int, default=0, help="torch threads; 0: every core")
     parser.add_argument("--tag", default="", help="appended to the run's key, for variants")
     parser.add_argument("--quick", action="store_true", help="a smoke run; writes nothing")
