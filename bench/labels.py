@@ -22,6 +22,7 @@ measured (with the commit, date and other processes' load of that point):
 
     python bench/labels.py                                   # random and uncertainty, seeds 0-2
     python bench/labels.py --strategies uncertainty-diverse --seeds 0,1,2 --sizes 64,128,256
+    python bench/labels.py --strategies disagreement --seeds 0,1,2 --sizes 64,128,256
     python bench/labels.py --report                          # table and plot from the JSON
 
 Budgets are epochs (steps are recorded with each point), never wall time, so a busy
@@ -70,6 +71,9 @@ def interval(values: list[float]) -> tuple[float, float | None]:
     return mean, t * statistics.stdev(values) / math.sqrt(len(values))
 
 
+FIGURES = ("accuracy", "ece", "brier", "ensemble_accuracy")
+
+
 def summarize(results: dict) -> dict:
     """Per task, strategy and label count: seeds, mean and 95% interval of each figure;
     and the goal's verdict per strategy."""
@@ -84,8 +88,11 @@ def summarize(results: dict) -> dict:
             rows = {}
             for labels in sorted(by_size):
                 row: dict = {"seeds": len(by_size[labels])}
-                for figure in ("accuracy", "ece", "brier"):
-                    mean, half = interval([p["figures"][figure] for p in by_size[labels]])
+                for figure in FIGURES:
+                    values = [p["figures"].get(figure) for p in by_size[labels]]
+                    if None in values:
+                        continue  # ensemble_accuracy: only an ensemble strategy has it
+                    mean, half = interval(values)
                     row[figure] = round(mean, 4)
                     row[f"{figure}_ci95"] = None if half is None else round(half, 4)
                 row["train_seconds"] = round(
@@ -134,6 +141,11 @@ def print_table(summary: dict) -> None:
                     f"{strategy:<22} {labels:>6} {row['seeds']:>5} "
                     f"{row['accuracy']:>7.3f}{spread:<9} {row['ece']:>6.3f} {row['brier']:>6.3f} "
                     f"{row['ties']:>5.1f} {row['train_seconds']:>7.1f}"
+                    + (
+                        f"   ensemble mean: {row['ensemble_accuracy']:.3f}"
+                        if "ensemble_accuracy" in row
+                        else ""
+                    )
                 )
         goal = part["goal"]
         if goal.get("target") is not None:

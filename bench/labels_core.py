@@ -18,6 +18,15 @@ pool) get a label, in batches:
 - uncertainty-distinct: as uncertainty, but pairs of near-duplicate responses (word
   overlap at or above NEAR_DUPLICATE) are never chosen: their close scores are right,
   and a label on them teaches little.
+- disagreement: the first batch as random's; then, before each batch, an ensemble of
+  ENSEMBLE reward models is trained on the labels so far (the first exactly as
+  uncertainty's model, the others with their own seeds on bootstrap resamples of the
+  labels, so that they differ where the labels leave the answer open) and the batch is
+  the unlabelled pairs whose P(a beats b) = sigmoid(r_a - r_b) varies most across the
+  members (standard deviation), each response in at most one pair of a batch. A small
+  gap can be a pair the model is sure is close; a disagreement is one it has not learned.
+  Each point is measured on the first member, as every other strategy's single model,
+  and the ensemble's mean reward is measured beside it (ensemble_accuracy).
 
 Labels come from the simulated annotators' decision rule (rlhf_train/judgments/
 simulated.py: Bradley-Terry noise around the task oracle); a pair the oracle scores
@@ -41,7 +50,10 @@ from bench.labels_pool import Part, Pool
 from rlhf_train.config import RewardSettings
 from rlhf_train.judgments.simulated import TASKS, decide
 
-STRATEGIES = ("random", "uncertainty", "uncertainty-diverse", "uncertainty-distinct")
+STRATEGIES = (
+    "random", "uncertainty", "uncertainty-diverse", "uncertainty-distinct", "disagreement",
+)  # fmt: skip
+ENSEMBLE = 3  # members of the disagreement strategy's ensemble
 NEAR_DUPLICATE = 0.8  # word-set Jaccard similarity from which two responses count as one
 CALIBRATION_BINS = 10
 
@@ -240,11 +252,44 @@ def most_uncertain(
     """The `count` available pairs with the smallest |r_a - r_b|, greedily, each response
     (and with `one_per_prompt`, each prompt) in at most one of them; equal gaps in a
     seeded order."""
+    gaps = np.abs(rewards[pairs.a] - rewards[pairs.b])
+    keys = np.where(np.isnan(gaps), np.inf, gaps)
+    return _greedy(pairs, keys, available, count, rng, one_per_prompt)
+
+
+def most_disputed(
+    pairs: Pairs,
+    members: Sequence[np.ndarray],
+    available: np.ndarray,
+    count: int,
+    rng: np.random.Generator,
+) -> list[int]:
+    """The `count` available pairs whose sigmoid(r_a - r_b) has the largest standard
+    deviation across the ensemble's `members` (rewards per response), greedily, each
+    response in at most one of them; equal spreads in a seeded order."""
+    spread = disagreement(pairs, members)
+    return _greedy(pairs, np.where(np.isnan(spread), np.inf, -spread), available, count, rng)
+
+
+def disagreement(pairs: Pairs, members: Sequence[np.ndarray]) -> np.ndarray:
+    """Per pair, the standard deviation across members of P(a beats b)."""
+    gaps = np.stack([rewards[pairs.a] - rewards[pairs.b] for rewards in members])
+    return (1.0 / (1.0 + np.exp(-np.clip(gaps, -50, 50)))).std(axis=0)
+
+
+def _greedy(
+    pairs: Pairs,
+    keys: np.ndarray,
+    available: np.ndarray,
+    count: int,
+    rng: np.random.Generator,
+    one_per_prompt: bool = False,
+) -> list[int]:
+    """Available pairs by ascending key, skipping any that shares a response (or, with
+    `one_per_prompt`, a prompt) with one already taken, until `count` are taken."""
     candidates = np.flatnonzero(available)
     candidates = candidates[rng.permutation(len(candidates))]
-    gaps = np.abs(rewards[pairs.a[candidates]] - rewards[pairs.b[candidates]])
-    gaps = np.where(np.isnan(gaps), np.inf, gaps)
-    ordered = candidates[np.argsort(gaps, kind="stable")]
+    ordered = candidates[np.argsort(keys[candidates], kind="stable")]
     chosen: list[int] = []
     used_responses: set[int] = set()
     used_prompts: set[int] = set()
@@ -321,30 +366,52 @@ def run_strategy(
     labels = simulated_labels(setup.train_oracle, setup.candidates, setup.noise, seed)
     settings = _seeded(setup.settings, seed)
     points: list[Point] = []
+    members = ENSEMBLE if strategy == "disagreement" else 1
 
-    def point(chosen: Sequence[int], select_seconds: float) -> tuple[Point, Trained]:
+    def point(chosen: Sequence[int], select_seconds: float) -> tuple[Point, list[Trained]]:
         index = np.asarray(chosen, dtype=np.int64)
-        subset = Pairs(
-            setup.candidates.a[index], setup.candidates.b[index], setup.candidates.prompt[index]
-        )
-        trained = trainer(
-            setup.backbone, setup.train, subset, labels[index], settings, setup.device
-        )
+        ensemble = []
+        for member in range(members):
+            # Member 0 is the strategy's single model; the others see a bootstrap resample.
+            picked = index if member == 0 else rng.choice(index, size=len(index))
+            subset = Pairs(
+                setup.candidates.a[picked],
+                setup.candidates.b[picked],
+                setup.candidates.prompt[picked],
+            )
+            member_settings = settings if member == 0 else _seeded(settings, seed * 100 + member)
+            ensemble.append(
+                trainer(
+                    setup.backbone,
+                    setup.train,
+                    subset,
+                    labels[picked],
+                    member_settings,
+                    setup.device,
+                )  # fmt: skip
+            )
+        trained = ensemble[0]
         rewards = trained.score(setup.heldout)
+        figures = measure(rewards, setup.heldout_oracle, setup.eval_pairs)
+        if members > 1:
+            mean = np.mean([rewards] + [m.score(setup.heldout) for m in ensemble[1:]], axis=0)
+            figures["ensemble_accuracy"] = measure(mean, setup.heldout_oracle, setup.eval_pairs)[
+                "accuracy"
+            ]
         result = Point(
             labels=len(chosen),
             ties=int((labels[index] == 0).sum()),
             train_pairs=trained.pairs,
             steps=trained.steps,
-            train_seconds=round(trained.seconds, 1),
+            train_seconds=round(sum(m.seconds for m in ensemble), 1),
             select_seconds=round(select_seconds, 1),
-            figures=measure(rewards, setup.heldout_oracle, setup.eval_pairs),
+            figures=figures,
             chosen=list(chosen),
         )
         points.append(result)
         if on_point is not None:
             on_point(result)
-        return result, trained
+        return result, ensemble
 
     if strategy == "random":
         for size in sorted(sizes):
@@ -353,7 +420,7 @@ def run_strategy(
     chosen = order[:batch].tolist()
     select_seconds = 0.0
     while True:
-        _, trained = point(chosen, select_seconds)
+        _, ensemble = point(chosen, select_seconds)
         if len(chosen) >= max(sizes):
             return points
         started = time.perf_counter()
@@ -361,16 +428,20 @@ def run_strategy(
         available[chosen] = False
         if strategy == "uncertainty-distinct":
             available &= ~setup.duplicates
-        rewards = trained.score(setup.train)
+        count = min(batch, max(sizes) - len(chosen))
         before = len(chosen)
-        chosen += most_uncertain(
-            setup.candidates,
-            rewards,
-            available,
-            min(batch, max(sizes) - len(chosen)),
-            rng,
-            one_per_prompt=strategy == "uncertainty-diverse",
-        )
+        if strategy == "disagreement":
+            scores = [member.score(setup.train) for member in ensemble]
+            chosen += most_disputed(setup.candidates, scores, available, count, rng)
+        else:
+            chosen += most_uncertain(
+                setup.candidates,
+                ensemble[0].score(setup.train),
+                available,
+                count,
+                rng,
+                one_per_prompt=strategy == "uncertainty-diverse",
+            )
         select_seconds = time.perf_counter() - started
         if len(chosen) == before:
             return points  # every candidate is labelled: no larger size exists

@@ -18,8 +18,10 @@ from bench.labels_core import (
     Pairs,
     Setup,
     Trained,
+    disagreement,
     flatten,
     measure,
+    most_disputed,
     most_uncertain,
     run_strategy,
     train_reward_model,
@@ -129,6 +131,48 @@ def test_uncertainty_retrains_between_batches_and_picks_the_closest_pairs(setup)
     for point in points + randomly:
         assert 0.0 <= point.figures["accuracy"] <= 1.0
         assert point.train_pairs == point.labels - point.ties
+
+
+def test_most_disputed_takes_the_largest_spread_each_response_once() -> None:
+    pairs = Pairs(np.array([0, 0, 2, 4]), np.array([1, 2, 3, 5]), np.array([0, 0, 1, 2]))
+    agree = np.array([0.0, 1.0, 2.0, 3.0, 0.0, 0.0])
+    # Pair 0 (0, 1): the members put its gap at -1, +3 and -1; pair 2 (2, 3) at -1 each.
+    members = [agree, np.array([3.0, 0.0, 2.0, 3.0, 0.0, 0.5]), agree]
+    spread = disagreement(pairs, members)
+    assert spread[2] == 0.0 and spread[0] > spread[3] > 0.0
+    sigmoid = [1 / (1 + math.exp(-gap)) for gap in (-1.0, 3.0, -1.0)]
+    assert spread[0] == pytest.approx(np.std(sigmoid))
+    everything = np.ones(len(pairs), dtype=bool)
+    # Pair 1 (0, 2) shares response 0 with pair 0, which spreads more.
+    assert most_disputed(pairs, members, everything, 9, np.random.default_rng(0)) == [0, 3, 2]
+
+
+def test_disagreement_trains_an_ensemble_and_labels_where_it_disagrees(setup) -> None:
+    models: list[tuple[int, int, Trained]] = []
+
+    def watched(backbone, responses, pairs, labels, settings, device="cpu") -> Trained:
+        trained = train_reward_model(backbone, responses, pairs, labels, settings, device)
+        models.append((len(pairs), settings.seed, trained))
+        return trained
+
+    points = run_strategy(setup, "disagreement", seed=3, sizes=[16], batch=8, trainer=watched)
+    # Three members per batch, on as many labels as chosen so far, each with its own seed.
+    assert [n for n, _, _ in models] == [8, 8, 8, 16, 16, 16]
+    assert [seed for _, seed, _ in models[:3]] == [3, 301, 302]
+    assert [p.labels for p in points] == [8, 16]
+    assert points[1].chosen[:8] == points[0].chosen
+    # The first point is random's first batch, measured on member 0 as random measures it.
+    randomly = run_strategy(setup, "random", seed=3, sizes=[8], batch=8)
+    assert points[0].chosen == randomly[0].chosen
+    assert points[0].figures["accuracy"] == pytest.approx(randomly[0].figures["accuracy"])
+    for point in points:
+        assert 0.0 <= point.figures["ensemble_accuracy"] <= 1.0
+    # The second batch is where the first batch's members disagree most.
+    scores = [trained.score(setup.train) for _, _, trained in models[:3]]
+    available = np.ones(len(setup.candidates), dtype=bool)
+    available[points[0].chosen] = False
+    spread = disagreement(setup.candidates, scores)
+    assert spread[points[1].chosen[8:]].mean() > spread[available].mean()
 
 
 def test_pool_is_cached_and_checked(tmp_path: Path) -> None:
