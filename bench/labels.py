@@ -226,6 +226,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--models-cache", type=Path, default=BENCH / ".cache" / "models",
         help="where the converted default policy lives (converted there once if missing)",
     )  # fmt: skip
+    parser.add_argument(
+        "--backbone", default="minilm-l6-v2", choices=["minilm-l6-v2", "smollm2-135m-instruct"],
+        help="the reward model's packaged backbone (SmolLM2: the policy itself, 6x larger)",
+    )  # fmt: skip
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: all cores)")
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--plot", type=Path, default=PLOT)
@@ -248,8 +252,8 @@ def check_mergeable(results: dict, measured_on: dict, out: Path) -> None:
     if results.get("runs") and any(results.get(key) != value for key, value in measured_on.items()):
         raise UserError(
             f"{out} holds points measured on another pool or with other settings; "
-            "pass the same --train-prompts, --heldout-prompts, --noise and --batch, or "
-            "another --out."
+            "pass the same --train-prompts, --heldout-prompts, --noise, --batch and "
+            "--backbone, or another --out."
         )
 
 
@@ -280,7 +284,7 @@ def run(args: argparse.Namespace) -> int:
     )
     policy = BUILTIN_MODELS[pool_settings.policy].materialize(args.models_cache)
     pool = load_or_generate(args.pool, pool_settings, policy)
-    backbone = str(BUILTIN_MODELS["minilm-l6-v2"].materialize(args.models_cache))
+    backbone = str(BUILTIN_MODELS[args.backbone].materialize(args.models_cache))
     setup = Setup(pool, args.task, args.noise, backbone, LOOP_REWARD, args.heldout_pairs)
     measured_on = {
         "pool": {
@@ -290,7 +294,7 @@ def run(args: argparse.Namespace) -> int:
             "heldout_pairs": len(setup.eval_pairs),
         },
         "reward_settings": asdict(LOOP_REWARD),
-        "backbone": "minilm-l6-v2",
+        "backbone": args.backbone,
         "noise": args.noise,
         "batch": args.batch,
     }
