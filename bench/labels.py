@@ -40,7 +40,7 @@ import json
 import math
 import statistics
 import sys
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -230,6 +230,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--backbone", default="minilm-l6-v2", choices=["minilm-l6-v2", "smollm2-135m-instruct"],
         help="the reward model's packaged backbone (SmolLM2: the policy itself, 6x larger)",
     )  # fmt: skip
+    parser.add_argument(
+        "--epochs", type=float, default=LOOP_REWARD.epochs, help="reward.epochs (the loop's: 3)"
+    )
+    parser.add_argument(
+        "--learning-rate", type=float, default=LOOP_REWARD.learning_rate,
+        help="reward.learning_rate (the loop's: 2e-4)",
+    )  # fmt: skip
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: all cores)")
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--plot", type=Path, default=PLOT)
@@ -252,8 +259,8 @@ def check_mergeable(results: dict, measured_on: dict, out: Path) -> None:
     if results.get("runs") and any(results.get(key) != value for key, value in measured_on.items()):
         raise UserError(
             f"{out} holds points measured on another pool or with other settings; "
-            "pass the same --train-prompts, --heldout-prompts, --noise, --batch and "
-            "--backbone, or another --out."
+            "pass the same --train-prompts, --heldout-prompts, --noise, --batch, --backbone, "
+            "--epochs and --learning-rate, or another --out."
         )
 
 
@@ -273,6 +280,9 @@ def run(args: argparse.Namespace) -> int:
             f"--sizes must be multiples of --batch ({args.batch}) from {args.batch} up."
         )
 
+    if args.epochs <= 0 or args.learning_rate <= 0:
+        raise UserError("--epochs and --learning-rate need a number above 0.")
+
     from rlhf_train.models.builtin import BUILTIN_MODELS
     from rlhf_train.models.loading import configure_threads
 
@@ -285,7 +295,8 @@ def run(args: argparse.Namespace) -> int:
     policy = BUILTIN_MODELS[pool_settings.policy].materialize(args.models_cache)
     pool = load_or_generate(args.pool, pool_settings, policy)
     backbone = str(BUILTIN_MODELS[args.backbone].materialize(args.models_cache))
-    setup = Setup(pool, args.task, args.noise, backbone, LOOP_REWARD, args.heldout_pairs)
+    reward = replace(LOOP_REWARD, epochs=args.epochs, learning_rate=args.learning_rate)
+    setup = Setup(pool, args.task, args.noise, backbone, reward, args.heldout_pairs)
     measured_on = {
         "pool": {
             **asdict(pool_settings),
@@ -293,7 +304,7 @@ def run(args: argparse.Namespace) -> int:
             "near_duplicate_pairs": int(setup.duplicates.sum()),
             "heldout_pairs": len(setup.eval_pairs),
         },
-        "reward_settings": asdict(LOOP_REWARD),
+        "reward_settings": asdict(reward),
         "backbone": args.backbone,
         "noise": args.noise,
         "batch": args.batch,

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from bench.labels import check_mergeable, interval, summarize
+from bench.labels import check_mergeable, interval, main, summarize
 from bench.labels_core import (
     Pairs,
     Setup,
@@ -233,3 +233,11 @@ def test_points_of_another_pool_are_not_merged(tmp_path: Path) -> None:
         check_mergeable(results, {**measured_on, "pool": {"train_prompts": 1000}}, tmp_path)
     with pytest.raises(UserError, match="another pool or with other settings"):
         check_mergeable(results, {**measured_on, "noise": 0.3}, tmp_path)
+
+
+def test_bad_reward_settings_are_refused_before_any_sampling(tmp_path: Path, capsys) -> None:
+    pool = tmp_path / "pool.json"
+    for flag in ("--epochs", "--learning-rate"):
+        assert main([flag, "0", "--pool", str(pool), "--out", str(tmp_path / "r.json")]) == 2
+        assert "need a number above 0" in capsys.readouterr().err
+    assert not pool.exists()
