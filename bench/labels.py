@@ -48,7 +48,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import commit, cpu_clock, cpu_model, machine, other_cores, write_json  # noqa: E402
 from bench.labels_core import STRATEGIES, Point, Setup, run_strategy  # noqa: E402
-from bench.labels_pool import PoolSettings, load_or_generate  # noqa: E402
+from bench.labels_pool import Pool, PoolSettings, load_or_generate  # noqa: E402
 from rlhf_train.config import RewardSettings  # noqa: E402
 from rlhf_train.errors import UserError  # noqa: E402
 
@@ -210,6 +210,32 @@ def _numbers(text: str, name: str) -> list[int]:
     return values
 
 
+def add_pool_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of the pool and the machine, shared with bench/labels_head.py."""
+    parser.add_argument("--train-prompts", type=int, default=1000, help="pool prompts to label")
+    parser.add_argument("--heldout-prompts", type=int, default=250, help="pool prompts to measure")
+    parser.add_argument("--pool", type=Path, default=POOL, help=f"pool cache (default {POOL})")
+    parser.add_argument(
+        "--models-cache", type=Path, default=BENCH / ".cache" / "models",
+        help="where the converted default policy lives (converted there once if missing)",
+    )  # fmt: skip
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: all cores)")
+
+
+def load_pool(args: argparse.Namespace) -> tuple[PoolSettings, Pool, int]:
+    """The pool the options name (sampled where the cache lacks it), its settings, and
+    the torch threads configured."""
+    from rlhf_train.models.builtin import BUILTIN_MODELS
+    from rlhf_train.models.loading import configure_threads
+
+    if args.train_prompts < 1 or args.heldout_prompts < 1:
+        raise UserError("--train-prompts and --heldout-prompts need 1 or more.")
+    threads = configure_threads(args.threads)
+    settings = PoolSettings(train_prompts=args.train_prompts, heldout_prompts=args.heldout_prompts)
+    policy = BUILTIN_MODELS[settings.policy].materialize(args.models_cache)
+    return settings, load_or_generate(args.pool, settings, policy), threads
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--strategies", default="random,uncertainty", help=", ".join(STRATEGIES))
@@ -219,13 +245,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--task", default="positive", choices=["positive", "negative", "shorter"])
     parser.add_argument("--noise", type=float, default=0.1)
     parser.add_argument("--heldout-pairs", type=int, default=1000)
-    parser.add_argument("--train-prompts", type=int, default=1000, help="pool prompts to label")
-    parser.add_argument("--heldout-prompts", type=int, default=250, help="pool prompts to measure")
-    parser.add_argument("--pool", type=Path, default=POOL, help=f"pool cache (default {POOL})")
-    parser.add_argument(
-        "--models-cache", type=Path, default=BENCH / ".cache" / "models",
-        help="where the converted default policy lives (converted there once if missing)",
-    )  # fmt: skip
+    add_pool_arguments(parser)
     parser.add_argument(
         "--backbone", default="minilm-l6-v2", choices=["minilm-l6-v2", "smollm2-135m-instruct"],
         help="the reward model's packaged backbone (SmolLM2: the policy itself, 6x larger)",
@@ -237,7 +257,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--learning-rate", type=float, default=LOOP_REWARD.learning_rate,
         help="reward.learning_rate (the loop's: 2e-4)",
     )  # fmt: skip
-    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: all cores)")
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--plot", type=Path, default=PLOT)
     parser.add_argument("--report", action="store_true", help="only print and plot the JSON")
@@ -284,16 +303,8 @@ def run(args: argparse.Namespace) -> int:
         raise UserError("--epochs and --learning-rate need a number above 0.")
 
     from rlhf_train.models.builtin import BUILTIN_MODELS
-    from rlhf_train.models.loading import configure_threads
 
-    threads = configure_threads(args.threads)
-    if args.train_prompts < 1 or args.heldout_prompts < 1:
-        raise UserError("--train-prompts and --heldout-prompts need 1 or more.")
-    pool_settings = PoolSettings(
-        train_prompts=args.train_prompts, heldout_prompts=args.heldout_prompts
-    )
-    policy = BUILTIN_MODELS[pool_settings.policy].materialize(args.models_cache)
-    pool = load_or_generate(args.pool, pool_settings, policy)
+    pool_settings, pool, threads = load_pool(args)
     backbone = str(BUILTIN_MODELS[args.backbone].materialize(args.models_cache))
     reward = replace(LOOP_REWARD, epochs=args.epochs, learning_rate=args.learning_rate)
     setup = Setup(pool, args.task, args.noise, backbone, reward, args.heldout_pairs)

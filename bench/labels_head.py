@@ -33,9 +33,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import commit, machine, write_json  # noqa: E402
-from bench.labels import LOOP_REWARD, POOL, _numbers, interval  # noqa: E402
+from bench.labels import LOOP_REWARD, _numbers, add_pool_arguments, interval, load_pool  # noqa: E402
 from bench.labels_core import Pairs, Responses, Setup, Trained, run_strategy  # noqa: E402
-from bench.labels_pool import PoolSettings, load_or_generate  # noqa: E402
 from rlhf_train.errors import UserError  # noqa: E402
 
 BENCH = Path(__file__).resolve().parent
@@ -67,7 +66,10 @@ class FrozenFeatures:
                 hidden = self.encoder(**batch).last_hidden_state
             mask = batch["attention_mask"].unsqueeze(-1).float()
             pooled = (hidden * mask).sum(1) / mask.sum(1)
-            tokens = mask.sum(1)  # unscaled: the head standardizes every feature
+            # Unscaled: the head standardizes every feature. With "pair" the count includes
+            # the prompt's tokens, which both responses of a pair share: the head only ever
+            # sees differences within a pair, so the length it learns is the response's.
+            tokens = mask.sum(1)
             for key, row, length in zip(chunk, pooled.numpy(), tokens.numpy(), strict=True):
                 self.cache[key] = np.concatenate([row, length])
 
@@ -155,7 +157,6 @@ def _penalties(text: str) -> list[float]:
 
 def run(argv: list[str] | None = None) -> int:
     from rlhf_train.models.builtin import BUILTIN_MODELS
-    from rlhf_train.models.loading import configure_threads
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--task", default="positive", choices=["positive", "negative", "shorter"])
@@ -163,22 +164,14 @@ def run(argv: list[str] | None = None) -> int:
     parser.add_argument("--l2", default="0.01,0.1", help="L2 penalties, comma-separated")
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--sizes", default="64,128,256,512")
-    parser.add_argument("--train-prompts", type=int, default=1000)
-    parser.add_argument("--heldout-prompts", type=int, default=250)
-    parser.add_argument("--pool", type=Path, default=POOL)
-    parser.add_argument("--models-cache", type=Path, default=BENCH / ".cache" / "models")
-    parser.add_argument("--threads", type=int, default=0)
+    add_pool_arguments(parser)
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
     inputs = [name.strip() for name in args.inputs.split(",") if name.strip()]
     if unknown := [name for name in inputs if name not in INPUTS]:
         raise UserError(f"Unknown --inputs {unknown}; use some of: {', '.join(INPUTS)}.")
     l2s = _penalties(args.l2)
-    threads = configure_threads(args.threads)
-    settings = PoolSettings(train_prompts=args.train_prompts, heldout_prompts=args.heldout_prompts)
-    pool = load_or_generate(
-        args.pool, settings, BUILTIN_MODELS[settings.policy].materialize(args.models_cache)
-    )
+    _settings, pool, threads = load_pool(args)
     backbone = str(BUILTIN_MODELS["minilm-l6-v2"].materialize(args.models_cache))
     setup = Setup(pool, args.task, 0.1, backbone, LOOP_REWARD)
     table = measure_heads(

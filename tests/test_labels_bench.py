@@ -1,6 +1,7 @@
 """bench/labels.py: the label-efficiency benchmark's core on a tiny pool with a tiny
 BERT backbone, trained for real; the selection rules, so that uncertainty cannot
-silently turn into random; the pool cache; and the summary over seeds."""
+silently turn into random; the frozen-head lever of labels_head.py; the pool cache; and
+the summary over seeds."""
 
 from __future__ import annotations
 
@@ -27,6 +28,7 @@ from bench.labels_core import (
     train_reward_model,
     within_prompt_pairs,
 )
+from bench.labels_head import FrozenFeatures, head_trainer
 from bench.labels_pool import Part, Pool, PoolSettings, load_or_generate
 from rlhf_train.config import RewardSettings
 from rlhf_train.errors import UserError
@@ -241,3 +243,23 @@ def test_bad_reward_settings_are_refused_before_any_sampling(tmp_path: Path, cap
         assert main([flag, "0", "--pool", str(pool), "--out", str(tmp_path / "r.json")]) == 2
         assert "need a number above 0" in capsys.readouterr().err
     assert not pool.exists()
+
+
+@pytest.mark.parametrize("inputs", ["response", "pair"])
+def test_a_frozen_head_learns_the_labels_direction(setup, inputs: str) -> None:
+    features = FrozenFeatures(setup.backbone, inputs, TINY.max_length)
+    learned = run_strategy(setup, "random", 0, [128], trainer=head_trainer(features, 0.01))
+    assert learned[0].figures["accuracy"] >= 0.85
+
+    def reversed_labels(backbone, responses, pairs, labels, *rest) -> Trained:
+        return head_trainer(features, 0.01)(backbone, responses, pairs, -labels, *rest)
+
+    # The same head on every label turned round ranks the held-out pairs the wrong way.
+    wrong = run_strategy(setup, "random", 0, [128], trainer=reversed_labels)
+    assert wrong[0].figures["accuracy"] <= 0.15
+    # Each (prompt, response) is embedded once: the response alone is keyed by its text.
+    texts = set(setup.train.texts) | set(setup.heldout.texts)
+    pairs = set(zip(setup.train.prompts, setup.train.texts, strict=True)) | set(
+        zip(setup.heldout.prompts, setup.heldout.texts, strict=True)
+    )
+    assert len(features.cache) == len(texts if inputs == "response" else pairs)
