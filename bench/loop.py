@@ -353,7 +353,7 @@ def print_table(results: dict) -> None:
         print(f"{'':<22} {run['minutes']} min, other load {run['other_cores_busy']}: {verdict}")
 
 
-def main() -> None:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--scenarios", default="positive,negative,shorter")
     parser.add_argument("--seed", type=int, default=0, help="one seed per invocation")
@@ -377,7 +377,11 @@ def main() -> None:
     parser.add_argument("--tag", default="", help="appended to the run's key, for variants")
     parser.add_argument("--quick", action="store_true", help="a smoke run; writes nothing")
     parser.add_argument("--out", type=Path, help=f"results file (default {RESULTS})")
-    args = parser.parse_args()
+    return parser.parse_args(argv)
+
+
+def main() -> None:
+    args = parse_args()
     names = [name.strip() for name in args.scenarios.split(",") if name.strip()]
     if unknown := [name for name in names if name not in SCENARIOS]:
         raise SystemExit(f"unknown scenarios {unknown}; use: {', '.join(SCENARIOS)}")
