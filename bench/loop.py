@@ -141,7 +141,10 @@ def run_scenario(name: str, args: argparse.Namespace) -> dict:
         summary_file = next((root / "reports" / "simulations").glob("*.json"))
         summary = json.loads(summary_file.read_text())
         curves = optimizer_curves(root)
+        samples = sample_responses(root)
     rows = round_rows(summary["rounds"], task)
+    for row in rows:
+        row["samples"] = samples.get(row["policy"], [])
     base, last = rows[0], rows[-1]
     return {
         "scenario": name,
@@ -203,6 +206,27 @@ def round_rows(rounds: list[dict], task: str) -> list[dict]:
 def _children_cpu() -> float:
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
     return usage.ru_utime + usage.ru_stime
+
+
+SAMPLES_KEPT = 8
+
+
+def sample_responses(root: Path) -> dict[str, list[dict]]:
+    """Per evaluated policy, its first SAMPLES_KEPT held-out responses with their figures
+    (from each evaluation's report.json), so that a result can be read, not only counted:
+    whether a short answer is finished or empty, a negative one fluent or a word list."""
+    kept: dict[str, list[dict]] = {}
+    for report in sorted((root / "reports" / "policies").glob("*/report.json")):
+        record = json.loads(report.read_text(encoding="utf-8"))
+        kept.setdefault(
+            record["policy"],
+            [
+                {key.removeprefix("policy_"): value for key, value in sample.items()
+                 if key == "prompt" or key.startswith("policy_")}
+                for sample in record.get("samples", [])[:SAMPLES_KEPT]
+            ],
+        )  # fmt: skip
+    return kept
 
 
 def optimizer_curves(root: Path) -> list[dict]:

@@ -34,3 +34,23 @@ def test_levers_reach_the_settings(tmp_path: Path) -> None:
     assert config.ppo.reference == "parent"
     assert config.generation.seed == config.reward.seed == config.optimize.seed == 4
     assert config.runtime.threads == 1
+
+
+def test_each_evaluated_policy_keeps_its_first_samples(tmp_path: Path) -> None:
+    import json
+
+    from bench.loop import SAMPLES_KEPT, sample_responses
+
+    for folder, policy in (("base-1", "base"), ("policy-r1-vs-base-2", "policy-r1")):
+        (tmp_path / "reports" / "policies" / folder).mkdir(parents=True)
+        samples = [
+            {"prompt": f"p{i}", "policy_response": f"{policy} {i}", "policy_words": 2.0,
+             "against_response": "other", "against_score": 0.0}
+            for i in range(SAMPLES_KEPT + 3)
+        ]  # fmt: skip
+        report = {"policy": policy, "samples": samples}
+        (tmp_path / "reports" / "policies" / folder / "report.json").write_text(json.dumps(report))
+    kept = sample_responses(tmp_path)
+    assert sorted(kept) == ["base", "policy-r1"]
+    assert len(kept["policy-r1"]) == SAMPLES_KEPT
+    assert kept["policy-r1"][0] == {"prompt": "p0", "response": "policy-r1 0", "words": 2.0}
