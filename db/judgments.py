@@ -29,19 +29,24 @@ write (`_begin`), which takes the database's write lock before anything is read.
 
 Why the overlap can never be exceeded. A pair's `judgment_count` only grows in
 record_judgment (an undo lowers it), by +1 for a new vote or a skip turned into one, and
-only after that transaction holds the pair's row lock (rows: `FOR NO KEY UPDATE`; global:
-the advisory lock; SQLite: the write lock). The lock is held until commit, and under
+only in a transaction that holds the pair's row lock from the check to the commit
+(rows: `FOR NO KEY UPDATE`; global: the advisory lock; SQLite: the write lock). Under
 PostgreSQL's READ COMMITTED a row read with `FOR ... UPDATE` is its newest committed
 version, so the count the check `judgment_count < overlap` sees is the count at the
 moment of the write: no other transaction can change it between the check and the
-commit. The judgment row is read under the same lock, and (pair, annotator) is unique in
-the schema, so a double submit updates the one row and its +1 is not counted twice. The
-count is changed in the same transaction as the row, so a failed or killed transaction
-changes neither. Leases never enter this argument: they only decide which pair is
-offered, so a lease granted on stale data can cost an annotator a refusal
-(PairUnavailable), never an extra judgment. (They are granted under the pair's lock too,
-with the room checked again by the statement that inserts the lease, so that refusal is
-rare: only an undo or a skip turned into a vote makes one.)
+commit. A first vote (`_record_first`) makes check and write one statement, `UPDATE
+pairs SET judgment_count = judgment_count + 1 WHERE id = :pair AND judgment_count <
+overlap`: the update locks the row, and if another transaction changed it meanwhile,
+PostgreSQL waits for that one to end and evaluates the condition again on the row it
+committed. (pair, annotator) is unique in the schema: a resubmit finds its row (read
+under the lock) and updates it, and of a double submit's two inserts the second waits
+for the first and inserts nothing, so a +1 is never counted twice. The count is changed
+in the same transaction as the row, so a failed or killed transaction changes neither.
+Leases never enter this argument: they only decide which pair is offered, so a lease
+granted on stale data can cost an annotator a refusal (PairUnavailable), never an extra
+judgment. (They are granted under the pair's lock too, with the room checked again by
+the statement that inserts the lease, so that refusal is rare: only an undo or a skip
+turned into a vote makes one.)
 """
 
 from __future__ import annotations
@@ -72,7 +77,7 @@ from db.engine import transaction
 from db.errors import UserError
 from db.models import CHOICES, Judgment, Pair, PairLease, Prompt, Round, Sample, utcnow
 from db.ranking import normalize_ranking, shown_order, task_sample_ids, task_texts
-from db.round_progress import note_judgment, round_done
+from db.round_progress import NEWEST_JUDGMENT, note_judgment, round_done
 
 LEASE_SECONDS = 10 * 60
 LOCKINGS = ("rows", "global")
@@ -219,6 +224,41 @@ _JUDGMENT_FIELDS = (
     "display_order",
 )
 _INSERT_JUDGMENT = insert(_J).returning(_J.c.id)
+# record_judgment's common case in two statements instead of five (see _record_vote): a
+# first vote on a pair of an open pairwise round inserts its row, then raises the count
+# only while the pair has room.
+_VOTE_COLUMNS = (
+    "pair_id",
+    "annotator_id",
+    "created_at",
+    *_JUDGMENT_FIELDS,
+)
+_VOTE_VALUES = select(*(bindparam(name, type_=_J.c[name].type) for name in _VOTE_COLUMNS)).where(
+    exists().where(
+        _P.c.id == _PAIR,
+        _R.c.id == _P.c.round_id,
+        _R.c.status == "open",
+        _R.c.kind == "pairwise",
+    )
+)
+_INSERT_VOTE = {
+    dialect.dialect.name: dialect.insert(_J)
+    .from_select(list(_VOTE_COLUMNS), _VOTE_VALUES)
+    .on_conflict_do_nothing(index_elements=["pair_id", "annotator_id"])
+    .returning(_J.c.id)
+    for dialect in (postgresql, sqlite)
+}
+_PAIR_OVERLAP = select(_R.c.overlap).where(_R.c.id == _P.c.round_id).scalar_subquery()
+_PAIR_ROUND = select(_P.c.round_id, _PAIR_OVERLAP).where(_P.c.id == _PAIR)
+_COUNT_VOTE = (
+    update(_P)
+    .where(
+        _P.c.id == _PAIR,
+        or_(_P.c.gold_choice.is_not(None), _P.c.judgment_count < _PAIR_OVERLAP),
+    )
+    .values(judgment_count=_P.c.judgment_count + 1)
+    .returning(_P.c.round_id, _P.c.gold_choice, _P.c.judgment_count, _PAIR_OVERLAP)
+)
 _UPDATE_JUDGMENT = update(_J).where(_J.c.id == bindparam("judgment", type_=Integer))
 _LATEST_JUDGMENT = (
     select(_J.c.id, _J.c.pair_id)
@@ -231,6 +271,19 @@ _JUDGMENT_BY_ID = select(_J.c.choice, _J.c.left_sample, _J.c.display_order).wher
     _J.c.id == bindparam("judgment", type_=Integer)
 )
 _DELETE_JUDGMENT = delete(_J).where(_J.c.id == bindparam("judgment", type_=Integer))
+_FIRST_OPEN = select(_R).where(_R.c.status == "open").order_by(_R.c.number).limit(1).subquery()
+_PROGRESS = select(
+    select(func.count(_J.c.id))
+    .where(
+        _J.c.annotator_id == _ANNOTATOR,
+        _J.c.created_at >= bindparam("midnight", type_=_J.c.created_at.type),
+    )
+    .scalar_subquery(),
+    select(_FIRST_OPEN.c.id).scalar_subquery(),
+    select(_FIRST_OPEN.c.number).scalar_subquery(),
+    select(_FIRST_OPEN.c.overlap).scalar_subquery(),
+    NEWEST_JUDGMENT,
+)
 _COUNT_BY = (
     update(_P)
     .where(_P.c.id == _PAIR)
@@ -240,6 +293,9 @@ _COUNT_BY = (
 
 class PairUnavailable(UserError):
     """The pair cannot take this judgment (its round closed, or others filled it)."""
+
+
+_FILLED = "Other annotators completed this pair meanwhile; here is the next one."
 
 
 @dataclass(frozen=True)
@@ -478,6 +534,11 @@ def record_judgment(
     if strength is not None and not 1 <= strength <= 3:
         raise UserError(f"Strength {strength} is out of range; use 1, 2 or 3.")
     connection = _begin(session)
+    if choice != "ranking":
+        fields = _judgment_fields(choice, left_sample, strength, rationale, flags, ms_spent)
+        judgment_id = _record_first(session, connection, annotator_id, pair_id, fields)
+        if judgment_id is not None:
+            return judgment_id
     mine = {"pair": pair_id, "annotator": annotator_id}
     pair = connection.execute(_LOCK_PAIR, mine).one_or_none()
     if pair is None or pair.status != "open":
@@ -498,26 +559,10 @@ def record_judgment(
     delta = int(counts) - (0 if earlier is None else int(earlier.choice != "skip"))
     gold = pair.gold_choice is not None
     if delta > 0 and not gold and pair.judgment_count >= pair.overlap:
-        raise PairUnavailable(
-            "Other annotators completed this pair meanwhile; here is the next one."
-        )
-    fields = dict(
-        zip(
-            _JUDGMENT_FIELDS,
-            (
-                choice,
-                left_sample,
-                strength,
-                rationale,
-                flags or {},
-                max(0, int(ms_spent)),
-                ranking,
-                display_order,
-            ),
-            strict=True,
-        )
+        raise PairUnavailable(_FILLED)
+    fields = _judgment_fields(
+        choice, left_sample, strength, rationale, flags, ms_spent, ranking, display_order
     )
-    fields["created_at"] = utcnow()
     if earlier is None:
         judgment_id = connection.execute(
             _INSERT_JUDGMENT, fields | {"pair_id": pair_id, "annotator_id": annotator_id}
@@ -532,6 +577,70 @@ def record_judgment(
         change = 0 if gold else _capped_change(pair.judgment_count, delta, pair.overlap)
         new_id = judgment_id if earlier is None else None
         note_judgment(session, pair.round_id, pair.overlap, change, new_id)
+    return judgment_id
+
+
+def _judgment_fields(
+    choice: str,
+    left_sample: str,
+    strength: int | None,
+    rationale: str,
+    flags: dict[str, Any] | None,
+    ms_spent: int,
+    ranking: list[list[int]] | None = None,
+    display_order: list[int] | None = None,
+) -> dict[str, Any]:
+    values = (
+        choice,
+        left_sample,
+        strength,
+        rationale,
+        flags or {},
+        max(0, int(ms_spent)),
+        ranking,
+        display_order,
+    )
+    return dict(zip(_JUDGMENT_FIELDS, values, strict=True)) | {"created_at": utcnow()}
+
+
+def _record_first(
+    session: Session,
+    connection: Connection,
+    annotator_id: int,
+    pair_id: int,
+    fields: dict[str, Any],
+) -> int | None:
+    """record_judgment's common case, the annotator's first judgment of a pair in an open
+    pairwise round, in two or three statements; the judgment's id, or None when it is not
+    that case (a resubmit, another round kind, a closed round), which the caller decides
+    under the pair's lock instead.
+
+    The row is inserted first, without the pair's lock: (pair, annotator) is unique, so a
+    double submit's second insert waits for the first and then inserts nothing (None). A
+    vote's +1 is then made by an update that matches only while the pair has room. An
+    update takes the pair's row lock itself and, under READ COMMITTED, checks its
+    condition again on the newest committed row if another transaction changed it
+    meanwhile: the check and the write are one step (see the module docstring). No room:
+    the row is deleted again before the refusal, so a caller that commits anyway stores
+    nothing.
+    """
+    values = fields | {"pair_id": pair_id, "annotator_id": annotator_id, "pair": pair_id}
+    statement = _INSERT_VOTE[connection.dialect.name]
+    judgment_id = connection.execute(statement, values).scalar()
+    if judgment_id is None:
+        return None
+    if fields["choice"] == "skip":
+        round_id, overlap = connection.execute(_PAIR_ROUND, {"pair": pair_id}).one()
+        change = 0
+    else:
+        counted = connection.execute(_COUNT_VOTE, {"pair": pair_id}).one_or_none()
+        if counted is None:
+            connection.execute(_DELETE_JUDGMENT, {"judgment": judgment_id})
+            raise PairUnavailable(_FILLED)
+        round_id, gold_choice, count, overlap = counted
+        change = 0 if gold_choice is not None else _capped_change(count - 1, 1, overlap)
+    connection.execute(_RELEASE_LEASE, {"pair": pair_id, "annotator": annotator_id})
+    note_judgment(session, round_id, overlap, change, judgment_id)
     return judgment_id
 
 
@@ -627,18 +736,11 @@ def progress(session: Session, annotator_id: int, *, now: datetime | None = None
     within a few seconds for the rest)."""
     now = now or utcnow()
     midnight = now.replace(hour=0, minute=0, second=0, microsecond=0)
-    mine = session.scalar(
-        select(func.count(Judgment.id)).where(
-            Judgment.annotator_id == annotator_id, Judgment.created_at >= midnight
-        )
-    )
-    round_ = session.execute(
-        select(Round.id, Round.number, Round.overlap)
-        .where(Round.status == "open")
-        .order_by(Round.number)
-        .limit(1)
-    ).first()
-    if round_ is None:
-        return Progress(mine or 0, None, 0, 0)
-    done, pairs = round_done(session, round_.id, round_.overlap)
-    return Progress(mine or 0, round_.number, done, pairs * round_.overlap)
+    # One statement: the page draws this on every submit.
+    mine, round_id, number, overlap, newest = session.execute(
+        _PROGRESS, {"annotator": annotator_id, "midnight": midnight}
+    ).one()
+    if round_id is None:
+        return Progress(mine, None, 0, 0)
+    done, pairs = round_done(session, round_id, overlap, newest)
+    return Progress(mine, number, done, pairs * overlap)

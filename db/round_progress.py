@@ -49,11 +49,18 @@ def _key(session: Session, round_id: int, overlap: int) -> tuple[str, int, int]:
     return (str(session.get_bind().engine.url), round_id, overlap)
 
 
-def round_done(session: Session, round_id: int, overlap: int) -> tuple[int, int]:
+NEWEST_JUDGMENT = select(func.coalesce(func.max(Judgment.id), 0)).scalar_subquery()
+
+
+def round_done(
+    session: Session, round_id: int, overlap: int, newest: int | None = None
+) -> tuple[int, int]:
     """(judgments counted toward the overlap, ordinary pairs) of the round; each pair
-    counts at most `overlap` judgments."""
+    counts at most `overlap` judgments. `newest` is the newest judgment id, if the caller
+    read it already (NEWEST_JUDGMENT, in the same statement as its other figures)."""
     key = _key(session, round_id, overlap)
-    newest = session.scalar(select(func.max(Judgment.id))) or 0
+    if newest is None:
+        newest = session.scalar(select(NEWEST_JUDGMENT))
     with _lock:
         entry = _cache.get(key)
         if (
@@ -68,7 +75,7 @@ def round_done(session: Session, round_id: int, overlap: int) -> tuple[int, int]
         select(
             func.coalesce(func.sum(capped), 0),
             func.count(Pair.id),
-            select(func.coalesce(func.max(Judgment.id), 0)).scalar_subquery(),
+            NEWEST_JUDGMENT,
         ).where(Pair.round_id == round_id, Pair.gold_choice.is_(None))
     ).one()
     with _lock:

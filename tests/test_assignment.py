@@ -97,6 +97,26 @@ def test_a_shown_pair_is_held_until_judged_or_expired(round_of) -> None:
     assert _count(workspace, Judgment) == 1
 
 
+def test_a_refused_first_vote_stores_nothing_even_if_the_caller_commits(round_of) -> None:
+    # A first vote inserts its row before the count's conditional update refuses it: the
+    # refusal must take the row back itself, not rely on the caller's rollback.
+    workspace = round_of(pairs=1, overlap=1)
+    ann, bob = _users(workspace, "ann", "bob")
+    pair_id = _next(workspace, ann).pair_id
+    _judge(workspace, ann, pair_id, "A")
+    with workspace.sessions() as session:
+        with pytest.raises(PairUnavailable, match="completed this pair meanwhile"):
+            record_judgment(session, bob, pair_id, choice="B", left_sample="A")
+        session.commit()
+    assert _count(workspace, Judgment, Judgment.annotator_id == bob) == 0
+    with workspace.sessions() as session:
+        assert session.get(Pair, pair_id).judgment_count == 1
+    # The same annotator's skip on the full pair is stored (skips do not count), once.
+    _judge(workspace, bob, pair_id, "skip")
+    _judge(workspace, bob, pair_id, "skip")
+    assert _count(workspace, Judgment, Judgment.annotator_id == bob) == 1
+
+
 def test_resubmitting_updates_the_same_row(round_of) -> None:
     workspace = round_of(pairs=2, overlap=2)
     (ann,) = _users(workspace, "ann")
