@@ -224,8 +224,8 @@ _JUDGMENT_FIELDS = (
     "display_order",
 )
 _INSERT_JUDGMENT = insert(_J).returning(_J.c.id)
-# record_judgment's common case in two statements instead of five (see _record_vote): a
-# first vote on a pair of an open pairwise round inserts its row, then raises the count
+# record_judgment's common case in three statements instead of five (see _record_first):
+# a first vote on a pair of an open pairwise round inserts its row, then raises the count
 # only while the pair has room.
 _VOTE_COLUMNS = (
     "pair_id",
