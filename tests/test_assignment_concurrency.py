@@ -231,3 +231,65 @@ def test_a_crowd_with_failures_keeps_every_invariant(
             session.execute(text("SET LOCAL lock_timeout = '5s'"))
         with contextlib.suppress(PairUnavailable):  # others filled it: it was free to take
             record_judgment(session, killed_id, held_pair, choice="B", left_sample="A")
+
+
+def test_simultaneous_first_votes_count_once(request: pytest.FixtureRequest, db_url: str) -> None:
+    """The first vote's insert and conditional +1 under a real race: for each pair, the
+    same annotator's two tabs and a second annotator submit at the same instant into an
+    overlap of 1. Exactly one vote may count, the double submit stays one row, and a
+    refused vote leaves no row behind."""
+    from migrations.runner import upgrade
+
+    engine = make_engine(db_url)
+    request.addfinalizer(engine.dispose)
+    upgrade(engine)
+    sessions = session_factory(engine)
+    _round(sessions)
+    with transaction(sessions) as session:
+        session.execute(text("UPDATE rounds SET overlap = 1, gold_rate = 0"))
+        ordinary = list(session.scalars(select(Pair.id).where(Pair.gold_choice.is_(None))))
+        first, second = list(session.scalars(select(User.id).order_by(User.id)))[:2]
+    outcomes: list[tuple[int, int, str]] = []
+    errors: list[str] = []
+
+    def submit(barrier: threading.Barrier, annotator: int, pair_id: int, choice: str) -> None:
+        barrier.wait()
+        for attempt in range(20):
+            try:
+                with transaction(sessions) as session:
+                    record_judgment(session, annotator, pair_id, choice=choice, left_sample="A")
+                outcomes.append((pair_id, annotator, "stored"))
+                return
+            except PairUnavailable:
+                outcomes.append((pair_id, annotator, "refused"))
+                return
+            except DBAPIError as exc:  # SQLite: the write lock was busy for too long
+                if "locked" not in str(exc) or attempt == 19:
+                    errors.append(f"{type(exc).__name__}: {exc}")
+                    return
+
+    for pair_id in ordinary[:12]:
+        barrier = threading.Barrier(3)
+        threads = [
+            threading.Thread(target=submit, args=(barrier, first, pair_id, "A")),
+            threading.Thread(target=submit, args=(barrier, first, pair_id, "A")),
+            threading.Thread(target=submit, args=(barrier, second, pair_id, "B")),
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=60)
+        assert not any(thread.is_alive() for thread in threads)
+    assert errors == []
+    with sessions() as session:
+        for pair_id in ordinary[:12]:
+            rows = session.execute(
+                select(Judgment.annotator_id, Judgment.choice).where(Judgment.pair_id == pair_id)
+            ).all()
+            count = session.get(Pair, pair_id).judgment_count
+            assert count == 1 == len(rows), (pair_id, rows, count)
+            ((winner, _choice),) = rows
+            stored = [a for p, a, outcome in outcomes if p == pair_id and outcome == "stored"]
+            # The winner's tabs may both be "stored" (the second updates the one row); the
+            # loser's vote is refused and leaves nothing.
+            assert set(stored) == {winner}
