@@ -99,7 +99,8 @@ seed = {seed}
 ppo_epochs = 2
 minibatch_size = 4
 # Most base responses (88%) run to the 32-token limit, so by default a response that has
-# not ended is not punished; the shorter task's goal asks for endings, see --missing-eos-penalty.
+# not ended is not punished by PPO; the shorter task's annotators prefer finished answers
+# themselves, and --missing-eos-penalty adds PPO's own push towards an end token.
 missing_eos_penalty = {args.missing_eos_penalty}
 # The KL of every round is measured from the policy the loop started with, and an
 # adaptive coefficient holds it near a budget: drift stays bounded over rounds instead

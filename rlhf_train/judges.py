@@ -17,6 +17,7 @@ response is judged, since the prompt is not the policy's writing.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Sequence
 from functools import cache
 
@@ -42,6 +43,16 @@ def sentiment(prompts: Sequence[str], responses: Sequence[str]) -> list[float]:
 
 def words(prompts: Sequence[str], responses: Sequence[str]) -> list[float]:
     return [float(len(text.split())) for text in responses]
+
+
+_SENTENCE_END = re.compile(r"[.!?…][\"')\]»”’]*$")
+
+
+def closes_sentence(text: str) -> bool:
+    """Whether the text's last words close a sentence (a closing quote or bracket may
+    follow the full stop): what a reader sees of a response that ends rather than being
+    cut off."""
+    return bool(_SENTENCE_END.search(text.rstrip()))
 
 
 def reviews(prompts: Sequence[str], responses: Sequence[str]) -> list[float]:

@@ -53,10 +53,33 @@ def test_position_bias_picks_the_left_response_unread() -> None:
 
 def test_the_oracles_rank_as_their_tasks_say() -> None:
     texts = ["A wonderful, moving film.", "A dull and awful film.", "A film."]
-    positive, negative, shorter = (TASKS[t](texts) for t in ("positive", "negative", "shorter"))
+    positive, negative = (TASKS[t](texts) for t in ("positive", "negative"))
     assert positive[0] > positive[2] > positive[1]
     assert negative[1] > negative[2] > negative[0]
-    assert shorter[2] > shorter[0] > shorter[1]  # 2, 4 and 5 words
+
+
+def test_shorter_prefers_a_brief_finished_answer_to_a_cut_one_or_none() -> None:
+    texts = {
+        "five words, finished": "A fine film, well acted.",
+        "three words, finished": "A fine film.",
+        "twelve words, finished": "A fine film, well acted, with a score I still remember fondly.",
+        "six words, cut": "A fine film, well acted and",
+        "empty": "",
+        "one word, cut": "Fine",
+    }
+    scores = dict(zip(texts, TASKS["shorter"](list(texts.values())), strict=True))
+    best_first = sorted(scores, key=scores.get, reverse=True)
+    assert best_first == [
+        "five words, finished",
+        "three words, finished",
+        "twelve words, finished",
+        "six words, cut",
+        "one word, cut",
+        "empty",
+    ]
+    # Over the floor each word costs the same: a tenth, like a small sentiment shift.
+    assert scores["five words, finished"] == pytest.approx(-0.5)
+    assert scores["twelve words, finished"] == pytest.approx(-1.2)
 
 
 # ---- judging through the database functions --------------------------------------------------
@@ -88,11 +111,11 @@ def test_simulated_annotators_respect_overlap_and_stop_at_the_label_budget(
         assert session.scalar(select(func.count(PairLease.id))) == 0
         by = Counter(session.scalars(select(Judgment.annotator_id)))
         assert len(by) == 3  # the three took turns
-        # With no noise, each non-tie judgment picked the response with fewer words.
+        # With no noise, each non-tie judgment picked the response the oracle prefers.
         for judgment in session.scalars(select(Judgment)):
             pair = session.get(Pair, judgment.pair_id)
-            a, b = (len(s.text.split()) for s in (pair.sample_a, pair.sample_b))
-            expected = "tie" if a == b else ("A" if a < b else "B")
+            a, b = TASKS["shorter"]([pair.sample_a.text, pair.sample_b.text])
+            expected = "tie" if a == b else ("A" if a > b else "B")
             assert judgment.choice == expected
 
 

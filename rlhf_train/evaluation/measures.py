@@ -20,7 +20,6 @@ is measured the same way wherever it is measured:
 from __future__ import annotations
 
 import math
-import re
 from collections import Counter
 from collections.abc import Callable, Sequence
 from contextlib import contextmanager
@@ -32,6 +31,7 @@ import torch
 import torch.nn.functional as F
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from rlhf_train.judges import closes_sentence
 from rlhf_train.models.sampling import (
     Decoding,
     PromptInput,
@@ -85,14 +85,11 @@ def repetition_rate(texts: Sequence[str]) -> float:
     return sum(loops(text) for text in texts) / len(texts) if texts else 0.0
 
 
-SENTENCE_END = re.compile(r"[.!?…][\"')\]»”’]*$")
-
-
 def ends(text: str, finished: bool) -> bool:
     """Whether a response ends rather than being cut off: it produced an end token, or its
     last words close a sentence. A policy that writes less by stopping mid-sentence at
     the token limit does not end its responses; one that writes a short sentence does."""
-    return finished or bool(SENTENCE_END.search(text.rstrip()))
+    return finished or closes_sentence(text)
 
 
 # ---- log-probabilities ------------------------------------------------------------------

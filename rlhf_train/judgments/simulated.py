@@ -2,7 +2,8 @@
 
 Each one asks `next_pair` for a pair (so overlap, gold pairs and leases apply as they do
 to people), decides, and calls `record_judgment`. The decision comes from a task oracle
-(a judge function of the response, see judges.py) under the Bradley-Terry model:
+(a judge function of the response, see judges.py; `shorter` asks for a brief answer
+that finishes, not for the fewest words) under the Bradley-Terry model:
 
     P(prefer A) = sigmoid((oracle(A) - oracle(B)) / noise)
 
@@ -26,7 +27,7 @@ from dataclasses import dataclass
 
 from db.engine import transaction
 from db.judgments import Assignment, PairUnavailable, next_pair, record_judgment
-from rlhf_train.judges import sentiment, words
+from rlhf_train.judges import closes_sentence, sentiment, words
 from rlhf_train.workspace import Workspace
 
 Oracle = Callable[[Sequence[str]], list[float]]
@@ -40,9 +41,23 @@ def _negative(texts: Sequence[str]) -> list[float]:
     return [-score for score in sentiment([], texts)]
 
 
+# Asked for brevity, a reader still wants an answer: under this many words a response
+# counts as long as the words it lacks would make it, so that saying nothing never beats
+# a short sentence (a word count alone taught PPO to answer with one word or none).
+SHORTEST_ANSWER = 5
+# ...and wants it to finish: stopping mid-sentence costs as much as this many words.
+UNFINISHED_COST = 10
+
+
 def _shorter(texts: Sequence[str]) -> list[float]:
-    # Tens of words, so that a difference of one word weighs like a small sentiment shift.
-    return [-count / 10 for count in words([], texts)]
+    scores = []
+    for text, count in zip(texts, words([], texts), strict=True):
+        weight = count if count >= SHORTEST_ANSWER else 2 * SHORTEST_ANSWER - count
+        if not closes_sentence(text):
+            weight += UNFINISHED_COST
+        # Tens of words, so that a difference of one word weighs like a small sentiment shift.
+        scores.append(-weight / 10)
+    return scores
 
 
 TASKS: dict[str, Oracle] = {"positive": _positive, "negative": _negative, "shorter": _shorter}
