@@ -305,27 +305,36 @@ def plot(results: dict, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     figure, (shares, words, drift, steps) = plt.subplots(1, 4, figsize=(19, 4.2))
-    for name, run in sorted(results["runs"].items()):
+    # One colour per run in every panel: with more runs than the default cycle's ten
+    # colours, two runs would otherwise share one.
+    palette = plt.get_cmap("tab20").colors
+    for number, (name, run) in enumerate(sorted(results["runs"].items())):
+        colour = palette[number % len(palette)]
         rows = run["rounds"]
         labels = [row["labels_total"] for row in rows]
         axis = words if run["task"] == "shorter" else shares
         axis.errorbar(
             labels, [row["figure"] for row in rows], yerr=_error_bars(rows, "figure"),
-            marker="o", capsize=3, label=f"{name} ({run['figure_name']})",
+            marker="o", capsize=3, color=colour, label=f"{name} ({run['figure_name']})",
         )  # fmt: skip
         second = SECOND_JUDGE.get(run["task"])
         if second:
             shares.plot(
                 labels, [row[second] for row in rows], linestyle=":", marker=".",
-                label=f"{name}, review classifier",
+                color=colour, label=f"{name}, review classifier",
             )  # fmt: skip
         drift.errorbar(
             labels, [row["kl"] for row in rows], yerr=_error_bars(rows, "kl"),
-            marker="o", capsize=3, label=name,
+            marker="o", capsize=3, color=colour, label=name,
         )  # fmt: skip
         offset = 0
         for curve in run.get("optimizer_curves", []):
-            steps.plot([offset + step for step in curve["step"]], curve["kl"], label=name)
+            steps.plot(
+                [offset + step for step in curve["step"]],
+                curve["kl"],
+                color=colour,
+                label=name if offset == 0 else "_nolegend_",  # one entry per run, not per round
+            )
             offset += len(curve["step"])
     drift.axhline(KL_GOAL, color="grey", linestyle="--", linewidth=1)
     shares.set(xlabel="labels", ylabel="share (held-out prompts)", title="Sentiment tasks")
