@@ -109,6 +109,7 @@ reference = "{args.reference}"
 adaptive_kl = {str(args.target_kl > 0).lower()}
 target_kl = {args.target_kl or 6.0}
 kl_horizon = {args.kl_horizon}
+kl_floor = {str(args.kl_floor).lower()}
 
 [evaluate]
 n_prompts = {8 if args.quick else 128}
@@ -402,6 +403,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     # 64 episodes (4 steps of 16): the coefficient moves up to 5% a step, enough to act
     # within a round of 32 steps; Ziegler et al.'s 10,000 suit batches of 512.
     parser.add_argument("--kl-horizon", type=int, default=64, help="episodes, adaptive KL")
+    parser.add_argument(
+        "--kl-floor", action="store_true",
+        help="ppo.kl_floor: the coefficient never falls below --kl-coef (a budget, not a target)",
+    )  # fmt: skip
     parser.add_argument("--reference", choices=["start", "parent"], default="start")
     parser.add_argument(
         "--missing-eos-penalty", type=float, default=0.0,

@@ -345,6 +345,12 @@ class PpoSettings:
     kl_horizon: int = setting(
         10000, "episodes over which adaptive_kl moves the coefficient", AT_LEAST_1
     )
+    kl_floor: bool = setting(
+        False,
+        "adaptive_kl never lowers the coefficient below optimize.kl_coef, so target_kl "
+        "acts as a budget: a run whose KL is still near 0 cannot talk the coefficient "
+        "down to nothing before the policy starts to move",
+    )
     kl_limit: float = setting(
         0.0,
         "stop training when the KL to the reference passes this (nats per response); 0: never",

@@ -18,7 +18,7 @@ def test_the_default_run_loads_as_the_loop_measured_it(tmp_path: Path) -> None:
     config = _loaded(tmp_path)
     assert config.ppo.reference == "start"
     assert config.ppo.adaptive_kl is True and config.ppo.target_kl == 6.0
-    assert config.ppo.kl_horizon == 64
+    assert config.ppo.kl_horizon == 64 and config.ppo.kl_floor is False
     assert config.ppo.missing_eos_penalty == 0.0
     assert config.evaluate.n_prompts == 128
     assert config.generation.max_new_tokens == config.optimize.max_new_tokens == 32
@@ -27,10 +27,11 @@ def test_the_default_run_loads_as_the_loop_measured_it(tmp_path: Path) -> None:
 def test_levers_reach_the_settings(tmp_path: Path) -> None:
     config = _loaded(
         tmp_path, "--missing-eos-penalty", "1.0", "--target-kl", "0", "--reference", "parent",
-        "--seed", "4", "--threads", "1",
+        "--seed", "4", "--threads", "1", "--kl-floor",
     )  # fmt: skip
     assert config.ppo.missing_eos_penalty == 1.0
     assert config.ppo.adaptive_kl is False
+    assert config.ppo.kl_floor is True
     assert config.ppo.reference == "parent"
     assert config.generation.seed == config.reward.seed == config.optimize.seed == 4
     assert config.runtime.threads == 1

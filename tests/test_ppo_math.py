@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import pytest
 import torch
@@ -101,6 +102,20 @@ def test_adaptive_kl_controller_moves_towards_the_target() -> None:
     fixed = KLController(PPOConfig(kl_coef=0.1))
     fixed.update(kl=100.0, episodes=1000)
     assert fixed.value == 0.1
+
+
+def test_kl_floor_keeps_the_coefficient_at_its_start_while_the_kl_is_under_target() -> None:
+    config = PPOConfig(kl_coef=0.05, adaptive_kl=True, target_kl=9.0, kl_horizon=16)
+    plain, budget = KLController(config), KLController(replace(config, kl_floor=True))
+    for _ in range(12):  # a run's first steps: the policy has not moved yet
+        plain.update(kl=0.5, episodes=16)
+        budget.update(kl=0.5, episodes=16)
+    assert plain.value == pytest.approx(0.05 * 0.8**12)  # the collapse the floor prevents
+    assert budget.value == 0.05
+    budget.update(kl=18.0, episodes=16)  # over budget: it rises as fast as the plain rule
+    assert budget.value == pytest.approx(0.06)
+    budget.update(kl=0.0, episodes=16)  # falls back, but not below where it began
+    assert budget.value == pytest.approx(0.05)
 
 
 def test_running_moments_match_numpy_over_batches() -> None:
