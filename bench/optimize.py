@@ -217,6 +217,8 @@ def update_variant(epochs: int, minibatch: int, lora: bool, why: str) -> Method:
     )
 
 
+# Half of SmolLM2-135M's 30 blocks; a --policy with fewer blocks is refused by lora.layers.
+TOP_BLOCKS = 15
 METHODS = {
     method.name: method
     for method in (
@@ -238,8 +240,22 @@ METHODS = {
             value_model="separate",
             description="ours, full fine-tuning, critic on its own trunk copy",
         ),
+        Method(
+            "ppo-lora-top",
+            "ppo",
+            lora=True,
+            description=f"ours, LoRA in the top {TOP_BLOCKS} blocks, the rest once a rollout",
+            settings=(("lora.layers", TOP_BLOCKS),),
+        ),
         Method("rloo", "rloo", description="TRL RLOOTrainer, full fine-tuning"),
         Method("rloo-lora", "rloo", lora=True, description="TRL RLOOTrainer, LoRA"),
+        Method(
+            "rloo-lora-top",
+            "rloo",
+            lora=True,
+            description=f"TRL RLOOTrainer, LoRA in the top {TOP_BLOCKS} blocks",
+            settings=(("lora.layers", TOP_BLOCKS),),
+        ),
         Method("grpo", "grpo", description="TRL GRPOTrainer, full fine-tuning"),
         Method("dpo", "dpo", description="TRL DPOTrainer on self-sampled, reward-scored pairs"),
     )
@@ -760,10 +776,12 @@ PAIRED = {
     for names, earlier, rloo in (
         (("ppo", "ppo-e1"), "ppo-e4", "rloo"),
         (("ppo-lora", "ppo-lora-e1"), "ppo-lora-e4", "rloo-lora"),
+        # Like with like: RLOO with the same adapter in the same blocks.
+        (("ppo-lora-top",), "ppo-lora-e4", "rloo-lora-top"),
     )
     for name in names
 }
-TRL_METHODS = ("rloo", "rloo-lora", "grpo", "dpo")
+TRL_METHODS = ("rloo", "rloo-lora", "rloo-lora-top", "grpo", "dpo")
 
 
 def bootstrap_interval(values: list[float], seed: int = 0) -> tuple[float, float]:

@@ -247,6 +247,12 @@ class LoraSettings:
         "dropout on the adapter's input",
         Check(lambda v: 0 <= v < 1, "at least 0 and below 1"),
     )
+    layers: int = setting(
+        0,
+        "adapters in the top N transformer blocks only; 0: every block. The blocks below "
+        "never change, so PPO computes them once per rollout rather than in every pass",
+        Check(lambda v: v >= 0, "0 (every block) or more"),
+    )
     target_modules: str = setting(
         "auto",
         "modules that get adapters: auto (peft's choice for the architecture), all-linear, "

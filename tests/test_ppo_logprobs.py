@@ -4,7 +4,8 @@ The rollout takes pi_old's log-probabilities (and, with the shared trunk, the va
 from the sampling pass itself, and each minibatch drops the columns that are padding in
 all of its episodes. Both are exact only if they agree with a plain forward pass over the
 whole sequence; these tests hold them to it (1e-5), for the shared trunk, the separate
-critic and LoRA, on prompts of different lengths and responses that end at different
+critic, LoRA in every block and LoRA in the top block only (where the frozen block below
+is computed once per rollout), on prompts of different lengths and responses that end at different
 places."""
 
 from __future__ import annotations
@@ -29,7 +30,8 @@ def _score(_prompts: list[str], responses: list[str]) -> torch.Tensor:
     return torch.tensor([len(set(r)) / 10 for r in responses])
 
 
-def _trainer(folder: Path, value_model: str = "shared", lora: bool = False) -> PPOTrainer:
+def _trainer(folder: Path, value_model: str = "shared", lora: str = "") -> PPOTrainer:
+    """lora: "" none, "every" adapters in every block, "top" in the top block only."""
     torch.set_num_threads(1)
     policy, tokenizer = load_policy(str(folder))
     # Many end tokens, so that the random policy's responses end at different lengths.
@@ -38,7 +40,9 @@ def _trainer(folder: Path, value_model: str = "shared", lora: bool = False) -> P
     if lora:
         from peft import LoraConfig, get_peft_model
 
-        policy = get_peft_model(policy, LoraConfig(r=4, lora_alpha=8, task_type="CAUSAL_LM"))
+        top = [policy.config.num_hidden_layers - 1] if lora == "top" else None
+        adapter = LoraConfig(r=4, lora_alpha=8, task_type="CAUSAL_LM", layers_to_transform=top)
+        policy = get_peft_model(policy, adapter)
     config = PPOConfig(
         rollout_batch_size=16,
         minibatch_size=4,
@@ -80,12 +84,15 @@ def _fresh(trainer: PPOTrainer, rollout) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 @pytest.mark.parametrize(
-    ("value_model", "lora"), [("shared", False), ("separate", False), ("shared", True)]
+    ("value_model", "lora"),
+    [("shared", ""), ("separate", ""), ("shared", "every"), ("shared", "top"), ("separate", "top")],
 )
 def test_the_update_uses_the_log_probabilities_of_a_fresh_forward_pass(
     tiny_policy, value_model, lora
 ) -> None:
     trainer = _trainer(tiny_policy, value_model, lora)
+    # The shortcut is taken exactly where the lowest block has no adapter.
+    assert (trainer.frozen is not None) == (lora == "top")
     for _ in range(2):  # trained a little: a zero value head or an identity adapter hide errors
         trainer.step()
     rollout = trainer.rollout(PROMPTS)
@@ -96,6 +103,11 @@ def test_the_update_uses_the_log_probabilities_of_a_fresh_forward_pass(
 
     logprobs, values = _fresh(trainer, rollout)
     assert values[mask].abs().max() > 1e-3
+    if lora:
+        with trainer.policy.disable_adapter():
+            reference, _ = _fresh(trainer, rollout)
+        assert (reference[mask] - logprobs[mask]).abs().max() > 1e-3  # the adapter has moved
+        assert torch.allclose(rollout.ref_logprobs[mask], reference[mask], atol=TOLERANCE)
     assert torch.allclose(rollout.logprobs[mask], logprobs[mask], atol=TOLERANCE)
     assert torch.allclose(rollout.values[mask], values[mask], atol=TOLERANCE)
 

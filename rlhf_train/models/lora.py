@@ -55,8 +55,28 @@ def lora_config(model: nn.Module, settings: LoraSettings, task_type: str):
         lora_alpha=settings.alpha,
         lora_dropout=settings.dropout,
         target_modules=lora_target_modules(model, settings.target_modules),
+        layers_to_transform=_top_blocks(model, settings.layers),
         task_type=task_type,
     )
+
+
+def _top_blocks(model: nn.Module, layers: int) -> list[int] | None:
+    """The indices of the top `layers` transformer blocks (None: every block)."""
+    if not layers:
+        return None
+    config = getattr(model, "config", None)
+    count = getattr(config.get_text_config(), "num_hidden_layers", None) if config else None
+    if count is None:
+        raise UserError(
+            "lora.layers needs a model whose config names its number of blocks "
+            "(num_hidden_layers); set lora.layers = 0 for adapters in every block."
+        )
+    if layers > count:
+        raise UserError(
+            f"lora.layers is {layers} but the model has {count} transformer blocks; set it "
+            f"to at most {count}, or 0 for every block."
+        )
+    return list(range(count - layers, count))
 
 
 def is_adapter_folder(location: str) -> bool:

@@ -25,6 +25,11 @@ The reference policy is the starting policy, frozen: with LoRA it is the same ne
 with the adapter switched off, so no second copy of the weights exists. A caller may give
 another reference instead (the loop's first policy, so that the KL of many rounds is
 measured from where they began); it is then held frozen beside the policy.
+
+With LoRA in the top blocks only (`lora.layers`), the blocks below never change, so the
+hidden state entering the first adapted block is read from the sampling pass and the
+reference's log-probabilities and every update epoch run the adapted blocks alone
+(rlhf_train/policy/frozen_blocks.py); the numbers are those of whole passes.
 """
 
 from __future__ import annotations
@@ -35,7 +40,7 @@ import math
 import shutil
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -48,6 +53,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from rlhf_train.atomic import write_text_atomically
 from rlhf_train.config import OptimizeSettings, PpoSettings, setting_field
 from rlhf_train.models.sampling import PromptInput, encode_prompt, end_token_ids, token_logprobs
+from rlhf_train.policy.frozen_blocks import FrozenBlocks, frozen_blocks
 from rlhf_train.runs.trainer_args import checkpoint_folders
 
 ScoreFunction = Callable[[list[str], list[str]], torch.Tensor]
@@ -308,6 +314,8 @@ class PolicyAndValue(nn.Module):
         self.critic = copy.deepcopy(_trunk(policy)) if value_model == "separate" else None
         if self.critic is not None:
             self.critic.requires_grad_(True)
+        # Set by PPOTrainer where the policy's lowest blocks have no adapter.
+        self.frozen: FrozenBlocks | None = None
         self.value_head = nn.Linear(hidden, 1)
         # A zero head predicts 0 everywhere: the value loss starts small and does not
         # shake the shared trunk in the first updates.
@@ -320,24 +328,26 @@ class PolicyAndValue(nn.Module):
         attention_mask: torch.Tensor,
         position_ids: torch.Tensor,
         prompt_length: int,
+        boundary: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Logits [batch, response, vocab] and values [batch, response] at the positions
-        that predict each response token (prompt_length - 1 up to the next-to-last)."""
-        output = self.policy(
-            input_ids=input_ids,
-            attention_mask=attention_mask,
-            position_ids=position_ids,
-            output_hidden_states=self.critic is None,
-            use_cache=False,
-            # The LM head runs on the response's positions only: the prompt's logits
-            # would be computed and thrown away.
-            logits_to_keep=input_ids.shape[1] - prompt_length + 1,
+        that predict each response token (prompt_length - 1 up to the next-to-last).
+        `boundary`: the hidden states entering the first adapted block (FrozenBlocks)."""
+        output = response_pass(
+            self.policy,
+            input_ids,
+            attention_mask,
+            position_ids,
+            prompt_length,
+            boundary=boundary,
+            frozen=self.frozen,
+            hidden_states=self.critic is None,
         )
-        logits = output.logits[:, :-1]
         if self.critic is None:
-            hidden = output.hidden_states[-1][:, prompt_length - 1 : -1]
-            return logits, self.value(hidden)
-        return logits, self.critic_values(input_ids, attention_mask, position_ids, prompt_length)
+            hidden = output.hidden_states[-1][:, prompt_length - 1 :]
+            return output.logits, self.value(hidden)
+        values = self.critic_values(input_ids, attention_mask, position_ids, prompt_length)
+        return output.logits, values
 
     def value(self, hidden: torch.Tensor) -> torch.Tensor:
         return self.value_head(hidden.to(self.value_head.weight.dtype)).squeeze(-1)
@@ -357,6 +367,34 @@ class PolicyAndValue(nn.Module):
             use_cache=False,
         ).last_hidden_state
         return self.value(hidden[:, prompt_length - 1 : -1])
+
+
+def response_pass(
+    model: nn.Module,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    position_ids: torch.Tensor,
+    prompt_length: int,
+    boundary: torch.Tensor | None = None,
+    frozen: FrozenBlocks | None = None,
+    hidden_states: bool = False,
+) -> Any:
+    """`model`'s output whose logits are exactly those that predict the response tokens
+    ([batch, response, vocab]). The last token predicts nothing, so it is not fed; the
+    LM head runs on the response's positions only. With `boundary` (the hidden states
+    entering the first adapted block, one column fewer than `input_ids`) and `frozen`,
+    only the adapted blocks run."""
+    inputs = {"input_ids": input_ids[:, :-1]} if boundary is None else {"inputs_embeds": boundary}
+    blocks = nullcontext() if boundary is None or frozen is None else frozen.adapted_only()
+    with blocks:
+        return model(
+            **inputs,
+            attention_mask=attention_mask[:, :-1],
+            position_ids=position_ids[:, :-1],
+            output_hidden_states=hidden_states,
+            use_cache=False,
+            logits_to_keep=input_ids.shape[1] - prompt_length,
+        )
 
 
 def _trunk(policy: PreTrainedModel) -> nn.Module:
@@ -399,6 +437,9 @@ class Rollout:
     finished: torch.Tensor  # bool: the response produced an end token
     prompts: list[str]
     responses: list[str]
+    # [batch, prompt + response - 1, hidden]: what enters the first adapted block, where
+    # the blocks below it have no adapter (FrozenBlocks); else None.
+    boundary: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return self.query_responses.shape[0]
@@ -432,6 +473,7 @@ class Minibatch:
     position_ids: torch.Tensor
     prompt_length: int
     response_mask: torch.Tensor  # [batch, longest response of these episodes]
+    boundary: torch.Tensor | None = None  # the rollout's, on the same columns but the last
 
 
 def _positions(attention_mask: torch.Tensor) -> torch.Tensor:
@@ -470,6 +512,9 @@ class PPOTrainer:
             reference = copy.deepcopy(policy)
         self.reference = None if reference is None else reference.eval().requires_grad_(False)
         model = PolicyAndValue(policy, config.value_model)
+        # Below the lowest adapted block nothing ever changes: computed once per rollout.
+        self.frozen = frozen_blocks(policy) if self.lora else None
+        model.frozen = self.frozen
         trainable = [p for p in model.parameters() if p.requires_grad]
         optimizer = _adamw(trainable, config.learning_rate)
         self.model, self.optimizer = self.accelerator.prepare(model, optimizer)
@@ -534,7 +579,7 @@ class PPOTrainer:
                 eos_token_id=self.end_ids,
                 return_dict_in_generate=True,
                 output_logits=True,
-                output_hidden_states=unwrapped.critic is None,
+                output_hidden_states=unwrapped.critic is None or self.frozen is not None,
             )
         responses = output.sequences[:, prompt_length:]
         is_end = torch.isin(responses, torch.tensor(self.end_ids, device=device))
@@ -555,8 +600,12 @@ class PPOTrainer:
             logprobs = token_logprobs(
                 torch.stack(output.logits, dim=1), responses, config.temperature
             )
+            # Step 0 holds the whole prompt; each later step one new position.
+            boundary = None
+            if self.frozen is not None:
+                first = self.frozen.first_adapted
+                boundary = torch.cat([step[first] for step in output.hidden_states], dim=1)
             if unwrapped.critic is None:
-                # Step 0 holds the whole prompt; each later step one new position.
                 last = [step[-1][:, -1:] for step in output.hidden_states]
                 values = unwrapped.value(torch.cat(last, dim=1)).float()
             else:
@@ -565,13 +614,17 @@ class PPOTrainer:
                 ).float()
             del output
         with self.clock("reference"), self._reference_policy() as reference:
-            ref_logits = reference(
-                input_ids=query_responses,
-                attention_mask=attention_mask,
-                position_ids=position_ids,
-                use_cache=False,
-                logits_to_keep=responses.shape[1] + 1,
-            ).logits[:, :-1]
+            # The adapter-free policy shares the frozen blocks; a separate reference does not.
+            shared = boundary if self.reference is None else None
+            ref_logits = response_pass(
+                reference,
+                query_responses,
+                attention_mask,
+                position_ids,
+                prompt_length,
+                boundary=shared,
+                frozen=self.frozen,
+            ).logits
             ref_logprobs = token_logprobs(ref_logits, responses, config.temperature)
         # The reward model reads the response text without its end token.
         texts = [
@@ -594,6 +647,7 @@ class PPOTrainer:
             finished,
             prompts,
             texts,
+            boundary,
         )
 
     def _shaped_scores(self, rollout: Rollout) -> torch.Tensor:
@@ -728,6 +782,9 @@ class PPOTrainer:
             position_ids=rollout.position_ids[index, columns],
             prompt_length=p - first,
             response_mask=mask[:, :longest],
+            boundary=None
+            if rollout.boundary is None
+            else rollout.boundary[index, first : p + longest - 1],
         )
 
     def minibatch_forward(
@@ -736,7 +793,11 @@ class PPOTrainer:
         """The current policy's logits, log-probabilities and values of a minibatch's
         response tokens, each [batch, response(, vocab)]."""
         logits, values = self.model(
-            batch.query_responses, batch.attention_mask, batch.position_ids, batch.prompt_length
+            batch.query_responses,
+            batch.attention_mask,
+            batch.position_ids,
+            batch.prompt_length,
+            batch.boundary,
         )
         tokens = batch.query_responses[:, batch.prompt_length :]
         return logits, token_logprobs(logits, tokens, self.config.temperature), values.float()
