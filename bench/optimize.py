@@ -217,6 +217,17 @@ def update_variant(epochs: int, minibatch: int, lora: bool, why: str) -> Method:
     )
 
 
+def top_blocks_variant(algorithm: str, why: str) -> Method:
+    """`algorithm` with LoRA in the top TOP_BLOCKS blocks only."""
+    return Method(
+        f"{algorithm}-lora-top",
+        algorithm,
+        lora=True,
+        description=f"top {TOP_BLOCKS} blocks; {why}",
+        settings=(("lora.layers", TOP_BLOCKS),),
+    )
+
+
 # Half of SmolLM2-135M's 30 blocks; a --policy with fewer blocks is refused by lora.layers.
 TOP_BLOCKS = 15
 METHODS = {
@@ -240,22 +251,10 @@ METHODS = {
             value_model="separate",
             description="ours, full fine-tuning, critic on its own trunk copy",
         ),
-        Method(
-            "ppo-lora-top",
-            "ppo",
-            lora=True,
-            description=f"ours, LoRA in the top {TOP_BLOCKS} blocks, the rest once a rollout",
-            settings=(("lora.layers", TOP_BLOCKS),),
-        ),
+        top_blocks_variant("ppo", "ours, LoRA only there: the blocks below once a rollout"),
         Method("rloo", "rloo", description="TRL RLOOTrainer, full fine-tuning"),
         Method("rloo-lora", "rloo", lora=True, description="TRL RLOOTrainer, LoRA"),
-        Method(
-            "rloo-lora-top",
-            "rloo",
-            lora=True,
-            description=f"TRL RLOOTrainer, LoRA in the top {TOP_BLOCKS} blocks",
-            settings=(("lora.layers", TOP_BLOCKS),),
-        ),
+        top_blocks_variant("rloo", "TRL RLOOTrainer, LoRA only there (like with like)"),
         Method("grpo", "grpo", description="TRL GRPOTrainer, full fine-tuning"),
         Method("dpo", "dpo", description="TRL DPOTrainer on self-sampled, reward-scored pairs"),
     )
