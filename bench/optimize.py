@@ -217,14 +217,16 @@ def update_variant(epochs: int, minibatch: int, lora: bool, why: str) -> Method:
     )
 
 
-def top_blocks_variant(algorithm: str, why: str) -> Method:
-    """`algorithm` with LoRA in the top TOP_BLOCKS blocks only."""
+def top_blocks_variant(algorithm: str, why: str, epochs: int = 0, minibatch: int = 0) -> Method:
+    """`algorithm` with LoRA in the top TOP_BLOCKS blocks only (PPO: with `epochs` of
+    `minibatch` when given, else the workspace's update)."""
+    update = (("ppo.ppo_epochs", epochs), ("ppo.minibatch_size", minibatch)) if epochs else ()
     return Method(
-        f"{algorithm}-lora-top",
+        f"{algorithm}-lora-top" + (f"-e{epochs}" if epochs else ""),
         algorithm,
         lora=True,
         description=f"top {TOP_BLOCKS} blocks; {why}",
-        settings=(("lora.layers", TOP_BLOCKS),),
+        settings=(("lora.layers", TOP_BLOCKS), *update),
     )
 
 
@@ -254,6 +256,7 @@ METHODS = {
         top_blocks_variant("ppo", "ours, LoRA only there: the blocks below once a rollout"),
         Method("rloo", "rloo", description="TRL RLOOTrainer, full fine-tuning"),
         Method("rloo-lora", "rloo", lora=True, description="TRL RLOOTrainer, LoRA"),
+        top_blocks_variant("ppo", "four epochs of 8, the earlier default's update", 4, 8),
         top_blocks_variant("rloo", "TRL RLOOTrainer, LoRA only there (like with like)"),
         Method("grpo", "grpo", description="TRL GRPOTrainer, full fine-tuning"),
         Method("dpo", "dpo", description="TRL DPOTrainer on self-sampled, reward-scored pairs"),
@@ -776,7 +779,7 @@ PAIRED = {
         (("ppo", "ppo-e1"), "ppo-e4", "rloo"),
         (("ppo-lora", "ppo-lora-e1"), "ppo-lora-e4", "rloo-lora"),
         # Like with like: RLOO with the same adapter in the same blocks.
-        (("ppo-lora-top",), "ppo-lora-e4", "rloo-lora-top"),
+        (("ppo-lora-top", "ppo-lora-top-e4"), "ppo-lora-e4", "rloo-lora-top"),
     )
     for name in names
 }
