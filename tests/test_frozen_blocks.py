@@ -13,6 +13,7 @@ from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausa
 from rlhf_train.config import LoraSettings
 from rlhf_train.errors import UserError
 from rlhf_train.models.lora import lora_config
+from rlhf_train.models.sampling import left_padded_positions
 from rlhf_train.policy.frozen_blocks import frozen_blocks
 from rlhf_train.policy.ppo import response_pass
 
@@ -41,7 +42,7 @@ def _batch() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     tokens = torch.randint(0, 64, (3, 10), generator=torch.Generator().manual_seed(1))
     mask = torch.ones_like(tokens)
     mask[0, :3] = 0
-    return tokens, mask, (mask.cumsum(dim=-1) - 1).clamp(min=0)
+    return tokens, mask, left_padded_positions(mask)
 
 
 def test_adapters_in_every_block_leave_nothing_frozen() -> None:

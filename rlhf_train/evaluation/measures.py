@@ -37,6 +37,7 @@ from rlhf_train.models.sampling import (
     PromptInput,
     encode_prompt,
     end_token_ids,
+    left_padded_positions,
     response_logprobs,
     sample_completions,
 )
@@ -164,8 +165,7 @@ def response_token_logprobs(
                 ids[row, begin:end] = torch.tensor(prompt_ids + response_ids)
                 mask[row, begin:end] = 1
             ids, mask = ids.to(device), mask.to(device)
-            # With left padding the first real token is position 0, as in generate().
-            positions = (mask.cumsum(dim=-1) - 1).clamp(min=0)
+            positions = left_padded_positions(mask)
             logits = model(
                 input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=False
             ).logits

@@ -137,6 +137,12 @@ def token_logprobs(logits: torch.Tensor, tokens: torch.Tensor, temperature: floa
     return torch.gather(log_probs, 2, tokens.unsqueeze(-1)).squeeze(-1)
 
 
+def left_padded_positions(attention_mask: torch.Tensor) -> torch.Tensor:
+    """Position ids of left-padded rows: the first real token is position 0, as in
+    generate()."""
+    return (attention_mask.cumsum(dim=-1) - 1).clamp(min=0)
+
+
 def response_logprobs(
     logits: torch.Tensor, query_responses: torch.Tensor, prompt_length: int, temperature: float
 ) -> torch.Tensor:

@@ -21,6 +21,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from rlhf_train.models.sampling import left_padded_positions
+
 # A full pass and a pass from the boundary run the same kernels on the same numbers.
 _SAME = 1e-5
 
@@ -87,7 +89,7 @@ def _reproduces_a_full_pass(policy: nn.Module, blocks: FrozenBlocks) -> bool:
     tokens = torch.randint(0, vocabulary, (2, 7), generator=generator).to(device)
     mask = torch.ones_like(tokens)
     mask[0, :2] = 0  # left padding, as in a rollout
-    positions = (mask.cumsum(dim=-1) - 1).clamp(min=0)
+    positions = left_padded_positions(mask)
     was_training = policy.training
     policy.eval()
     try:

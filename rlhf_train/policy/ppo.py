@@ -52,7 +52,13 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from rlhf_train.atomic import write_text_atomically
 from rlhf_train.config import OptimizeSettings, PpoSettings, setting_field
-from rlhf_train.models.sampling import PromptInput, encode_prompt, end_token_ids, token_logprobs
+from rlhf_train.models.sampling import (
+    PromptInput,
+    encode_prompt,
+    end_token_ids,
+    left_padded_positions,
+    token_logprobs,
+)
 from rlhf_train.policy.frozen_blocks import FrozenBlocks, frozen_blocks
 from rlhf_train.runs.trainer_args import checkpoint_folders
 
@@ -382,10 +388,10 @@ def response_pass(
     """`model`'s output whose logits are exactly those that predict the response tokens
     ([batch, response, vocab]). The last token predicts nothing, so it is not fed; the
     LM head runs on the response's positions only. With `boundary` (the hidden states
-    entering the first adapted block, one column fewer than `input_ids`) and `frozen`,
-    only the adapted blocks run."""
+    entering the first adapted block, one column fewer than `input_ids`; it needs
+    `frozen`), only the adapted blocks run."""
     inputs = {"input_ids": input_ids[:, :-1]} if boundary is None else {"inputs_embeds": boundary}
-    blocks = nullcontext() if boundary is None or frozen is None else frozen.adapted_only()
+    blocks = nullcontext() if boundary is None else frozen.adapted_only()
     with blocks:
         return model(
             **inputs,
@@ -474,11 +480,6 @@ class Minibatch:
     prompt_length: int
     response_mask: torch.Tensor  # [batch, longest response of these episodes]
     boundary: torch.Tensor | None = None  # the rollout's, on the same columns but the last
-
-
-def _positions(attention_mask: torch.Tensor) -> torch.Tensor:
-    # With left padding the first real token is position 0, as in generate().
-    return (attention_mask.cumsum(dim=-1) - 1).clamp(min=0)
 
 
 class PPOTrainer:
@@ -590,7 +591,7 @@ class PPOTrainer:
         responses = torch.where(after_end, tokenizer.pad_token_id, responses)
         query_responses = torch.cat([padded["input_ids"], responses], dim=1)
         attention_mask = torch.cat([padded["attention_mask"], response_mask], dim=1)
-        position_ids = _positions(attention_mask)
+        position_ids = left_padded_positions(attention_mask)
 
         with self.clock("old_logprobs_values"):
             # The sampling pass already ran the policy on exactly these tokens: its raw
