@@ -24,6 +24,14 @@ Locking. Two strategies (`set_locking`), both exact:
 - "global": the former behaviour, one lock for all assignment (a transaction-scoped
   advisory lock), kept for comparison (bench/annotate.py runs both).
 
+With "rows" on PostgreSQL, next_pair and the common submit (a first vote) are each one
+call of a function that migration 0010 defines (prefloop_next_pair, prefloop_record_vote):
+the same statements in the same order, run inside the caller's transaction, so one
+round trip instead of five and three. A crowd's server spends most of a submit's time on
+the client side of each statement and on switching between the processes that wait for
+them, not on the work in the database. The Python below stays the definition: SQLite
+and "global" run it, and the functions mirror it statement by statement.
+
 SQLite has a single writer whichever is chosen: every transaction here starts with a
 write (`_begin`), which takes the database's write lock before anything is read.
 
@@ -42,6 +50,10 @@ committed. (pair, annotator) is unique in the schema: a resubmit finds its row (
 under the lock) and updates it, and of a double submit's two inserts the second waits
 for the first and inserts nothing, so a +1 is never counted twice. The count is changed
 in the same transaction as the row, so a failed or killed transaction changes neither.
+The database functions change nothing here: a function runs in its caller's transaction
+and each of its statements takes a fresh snapshot (they are VOLATILE), so its insert,
+its conditional update and its locks behave exactly as the same statements sent one by
+one.
 Leases never enter this argument: they only decide which pair is offered, so a lease
 granted on stale data can cost an annotator a refusal (PairUnavailable), never an extra
 judgment. (They are granted under the pair's lock too, with the room checked again by
@@ -290,6 +302,32 @@ _COUNT_BY = (
     .values(judgment_count=_P.c.judgment_count + bindparam("delta", type_=Integer))
 )
 
+# On PostgreSQL with row locks, next_pair and a first vote are each one call of a
+# function that migration 0010 defines with the statements above (see _in_database).
+_NEXT_PAIR_CALL = text(
+    "SELECT * FROM prefloop_next_pair(CAST(:annotator AS integer), :now, :expires, "
+    "CAST(:side AS varchar), CAST(:gold_roll AS double precision), "
+    "CAST(:gold_pick AS double precision), CAST(:fallback_pick AS double precision), "
+    "CAST(:tries AS integer))"
+).bindparams(_NOW, _EXPIRES)
+_RECORD_VOTE_FIELDS = (
+    "created_at",
+    "choice",
+    "left_sample",
+    "strength",
+    "rationale",
+    "flags",
+    "ms_spent",
+)
+_RECORD_VOTE_CALL = text(
+    "SELECT * FROM prefloop_record_vote(CAST(:pair AS integer), CAST(:annotator AS integer), "
+    ":created_at, CAST(:choice AS varchar), CAST(:left_sample AS varchar), "
+    "CAST(:strength AS integer), CAST(:rationale AS text), CAST(:flags AS json), "
+    "CAST(:ms_spent AS integer))"
+).bindparams(
+    bindparam("created_at", type_=_J.c.created_at.type), bindparam("flags", type_=_J.c.flags.type)
+)
+
 
 class PairUnavailable(UserError):
     """The pair cannot take this judgment (its round closed, or others filled it)."""
@@ -361,6 +399,13 @@ def _begin(session: Session) -> Connection:
     return connection
 
 
+def _in_database(connection: Connection) -> bool:
+    """Whether next_pair and a first vote run as the database's functions (PostgreSQL
+    with row locks), rather than statement by statement from here. "global" keeps the
+    former path, for the comparison it exists for."""
+    return connection.dialect.name == "postgresql" and _locking == "rows"
+
+
 def _assignment(
     connection: Connection,
     pair_id: int,
@@ -368,9 +413,25 @@ def _assignment(
     annotator_id: int,
     rng: random.Random,
 ) -> Assignment:
-    number, prompt, text_a, text_b, guidelines, kind = connection.execute(
-        _ASSIGNMENT, {"pair": pair_id}
-    ).one()
+    row = connection.execute(_ASSIGNMENT, {"pair": pair_id}).one()
+    return _shown(connection, pair_id, left_sample, annotator_id, rng, *row)
+
+
+def _shown(
+    connection: Connection,
+    pair_id: int,
+    left_sample: str,
+    annotator_id: int,
+    rng: random.Random,
+    number: int,
+    prompt: str,
+    text_a: str,
+    text_b: str,
+    guidelines: str,
+    kind: str,
+) -> Assignment:
+    """The Assignment of a leased pair from its round's and texts' columns (a ranking
+    task also reads its K responses and the order they are shown in)."""
     responses: tuple[tuple[int, str], ...] = ()
     if kind == "ranking":
         texts = task_texts(connection, pair_id)
@@ -485,20 +546,43 @@ def next_pair(
     """The pair to show this annotator now, leased to them; None when nothing is left."""
     now = now or utcnow()
     rng = rng or random.Random()
+    # Drawn up front, the same four on either path: the side a new pair is shown on, the
+    # roll against the gold rate, and where to pick among gold pairs (at the rate, and
+    # once no ordinary pair is left).
+    side, gold_roll, gold_pick, fallback_pick = (
+        rng.choice("AB"),
+        rng.random(),
+        rng.random(),
+        rng.random(),
+    )
     connection = _begin(session)
+    if _in_database(connection):
+        parameters = {
+            "annotator": annotator_id,
+            "now": now,
+            "expires": now + timedelta(seconds=LEASE_SECONDS),
+            "side": side,
+            "gold_roll": gold_roll,
+            "gold_pick": gold_pick,
+            "fallback_pick": fallback_pick,
+            "tries": _CLAIM_TRIES,
+        }
+        row = connection.execute(_NEXT_PAIR_CALL, parameters).one_or_none()
+        return (
+            None if row is None else _shown(connection, row[0], row[1], annotator_id, rng, *row[2:])
+        )
     held = _held_pair(connection, annotator_id, now)
     if held is not None:
         return _assignment(connection, *held, annotator_id, rng)
-    side = rng.choice("AB")
     for round_id, overlap, gold_rate in connection.execute(_OPEN_ROUNDS).all():
         # Gold pairs come at the gold rate, and also once no ordinary pair is left.
-        if rng.random() < (gold_rate or 0.0):
-            gold = _gold_pair(connection, annotator_id, round_id, rng.random())
+        if gold_roll < (gold_rate or 0.0):
+            gold = _gold_pair(connection, annotator_id, round_id, gold_pick)
             if gold is not None and _new_lease(connection, gold, annotator_id, now, side):
                 return _assignment(connection, gold, side, annotator_id, rng)
         pair_id = _claim_ordinary(connection, annotator_id, now, round_id, overlap, side)
         if pair_id is None:
-            pair_id = _gold_pair(connection, annotator_id, round_id, rng.random())
+            pair_id = _gold_pair(connection, annotator_id, round_id, fallback_pick)
             if pair_id is None or not _new_lease(connection, pair_id, annotator_id, now, side):
                 continue
         return _assignment(connection, pair_id, side, annotator_id, rng)
@@ -624,6 +708,8 @@ def _record_first(
     the row is deleted again before the refusal, so a caller that commits anyway stores
     nothing.
     """
+    if _in_database(connection):
+        return _record_first_in_database(session, connection, annotator_id, pair_id, fields)
     values = fields | {"pair_id": pair_id, "annotator_id": annotator_id, "pair": pair_id}
     statement = _INSERT_VOTE[connection.dialect.name]
     judgment_id = connection.execute(statement, values).scalar()
@@ -640,6 +726,30 @@ def _record_first(
         round_id, gold_choice, count, overlap = counted
         change = 0 if gold_choice is not None else _capped_change(count - 1, 1, overlap)
     connection.execute(_RELEASE_LEASE, {"pair": pair_id, "annotator": annotator_id})
+    note_judgment(session, round_id, overlap, change, judgment_id)
+    return judgment_id
+
+
+def _record_first_in_database(
+    session: Session,
+    connection: Connection,
+    annotator_id: int,
+    pair_id: int,
+    fields: dict[str, Any],
+) -> int | None:
+    """_record_first as one call of prefloop_record_vote (migration 0010), which runs
+    the same statements in this transaction."""
+    parameters = {name: fields[name] for name in _RECORD_VOTE_FIELDS} | {
+        "pair": pair_id,
+        "annotator": annotator_id,
+    }
+    outcome, judgment_id, round_id, overlap, change = connection.execute(
+        _RECORD_VOTE_CALL, parameters
+    ).one()
+    if outcome == "other":
+        return None
+    if outcome == "filled":
+        raise PairUnavailable(_FILLED)
     note_judgment(session, round_id, overlap, change, judgment_id)
     return judgment_id
 
