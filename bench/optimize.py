@@ -202,6 +202,8 @@ class Method:
     description: str = ""
     # Workspace settings this variant changes from the defaults (PPO's epochs, say).
     settings: tuple[tuple[str, Any], ...] = ()
+    # A multiple of the run's learning rate (--learning-rate or --lora-learning-rate).
+    rate_factor: float = 1.0
 
 
 def update_variant(epochs: int, minibatch: int, lora: bool, why: str) -> Method:
@@ -217,16 +219,22 @@ def update_variant(epochs: int, minibatch: int, lora: bool, why: str) -> Method:
     )
 
 
-def top_blocks_variant(algorithm: str, why: str, epochs: int = 0, minibatch: int = 0) -> Method:
+def top_blocks_variant(
+    algorithm: str, why: str, epochs: int = 0, minibatch: int = 0, rate_factor: int = 1
+) -> Method:
     """`algorithm` with LoRA in the top TOP_BLOCKS blocks only (PPO: with `epochs` of
-    `minibatch` when given, else the workspace's update)."""
+    `minibatch` when given, else the workspace's update; with `rate_factor` times the
+    LoRA learning rate when given)."""
     update = (("ppo.ppo_epochs", epochs), ("ppo.minibatch_size", minibatch)) if epochs else ()
     return Method(
-        f"{algorithm}-lora-top" + (f"-e{epochs}" if epochs else ""),
+        f"{algorithm}-lora-top"
+        + (f"-e{epochs}" if epochs else "")
+        + (f"-lr{rate_factor}" if rate_factor != 1 else ""),
         algorithm,
         lora=True,
         description=f"top {TOP_BLOCKS} blocks; {why}",
         settings=(("lora.layers", TOP_BLOCKS), *update),
+        rate_factor=rate_factor,
     )
 
 
@@ -258,6 +266,8 @@ METHODS = {
         Method("rloo-lora", "rloo", lora=True, description="TRL RLOOTrainer, LoRA"),
         top_blocks_variant("ppo", "four epochs of 8, the earlier default's update", 4, 8),
         top_blocks_variant("rloo", "TRL RLOOTrainer, LoRA only there (like with like)"),
+        # Half the adapted blocks train, so each can take a larger step.
+        top_blocks_variant("ppo", "twice the LoRA learning rate", rate_factor=2),
         Method("grpo", "grpo", description="TRL GRPOTrainer, full fine-tuning"),
         Method("dpo", "dpo", description="TRL DPOTrainer on self-sampled, reward-scored pairs"),
     )
@@ -386,9 +396,8 @@ def method_overrides(settings: Settings, method: Method) -> dict[str, Any]:
         "optimize.lr_schedule": "constant",
         "optimize.checkpoint_every": UNREACHED_STEPS,
         "optimize.samples_every": UNREACHED_STEPS,
-        "optimize.learning_rate": (
-            settings.lora_learning_rate if method.lora else settings.learning_rate
-        ),
+        "optimize.learning_rate": method.rate_factor
+        * (settings.lora_learning_rate if method.lora else settings.learning_rate),
         "optimize.max_new_tokens": settings.max_new_tokens,
         "optimize.temperature": settings.temperature,
         "optimize.kl_coef": settings.kl_coef,
@@ -779,7 +788,7 @@ PAIRED = {
         (("ppo", "ppo-e1"), "ppo-e4", "rloo"),
         (("ppo-lora", "ppo-lora-e1"), "ppo-lora-e4", "rloo-lora"),
         # Like with like: RLOO with the same adapter in the same blocks.
-        (("ppo-lora-top", "ppo-lora-top-e4"), "ppo-lora-e4", "rloo-lora-top"),
+        (("ppo-lora-top", "ppo-lora-top-e4", "ppo-lora-top-lr2"), "ppo-lora-e4", "rloo-lora-top"),
     )
     for name in names
 }
