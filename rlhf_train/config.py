@@ -326,6 +326,13 @@ class PpoSettings:
         0.2, "how far a value may move from its rollout value before the loss is clipped", ABOVE_0
     )
     value_coef: float = setting(0.1, "weight of the value loss", ZERO_OR_MORE)
+    value_learning_rate: float = setting(
+        0.0,
+        "learning rate of the value head (and of a separate critic's trunk); 0: "
+        "optimize.learning_rate. A head that starts at zero learns slowly at a full-weight "
+        "policy's small rate",
+        ZERO_OR_MORE,
+    )
     whiten_advantages: bool = setting(
         True, "normalize the advantages over each rollout to mean 0 and variance 1"
     )

@@ -117,6 +117,32 @@ def test_a_linear_schedule_decays_the_learning_rate_to_zero_at_the_last_step(tin
     assert constant.optimizer.param_groups[0]["lr"] == FAST["learning_rate"]
 
 
+@pytest.mark.parametrize("value_model", ["shared", "separate"])
+def test_the_value_head_can_learn_at_its_own_rate(tiny_policy, value_model) -> None:
+    rate, value_rate = FAST["learning_rate"], 10 * FAST["learning_rate"]
+    trainer, _ = run(
+        tiny_policy,
+        3,
+        value_learning_rate=value_rate,
+        value_model=value_model,
+        lr_schedule="linear",
+        steps=4,
+    )
+    model = trainer.accelerator.unwrap_model(trainer.model)
+    policy_group, value_group = trainer.optimizer.param_groups
+    value_ids = {id(p) for p in model.value_head.parameters()}
+    if value_model == "separate":
+        value_ids |= {id(p) for p in model.critic.parameters()}
+    assert {id(p) for p in value_group["params"]} == value_ids
+    assert not value_ids & {id(p) for p in policy_group["params"]}
+    # Both follow the schedule (the third step trained at half the rate).
+    assert policy_group["lr"] == pytest.approx(rate / 2)
+    assert value_group["lr"] == pytest.approx(value_rate / 2)
+    # Without it: one group at the policy's rate, as in runs before the setting existed.
+    plain, _ = run(tiny_policy, 1)
+    assert len(plain.optimizer.param_groups) == 1
+
+
 def test_separate_value_model_has_its_own_trunk(tiny_policy) -> None:
     trainer, history = run(tiny_policy, 2, value_model="separate")
     model = trainer.accelerator.unwrap_model(trainer.model)

@@ -103,6 +103,10 @@ class PPOConfig:
     clip_range: float = _from_setting("ppo.clip_range")
     clip_range_value: float = _from_setting("ppo.clip_range_value")
     value_coef: float = _from_setting("ppo.value_coef")
+    # The value head's (and a separate critic's) rate; None: learning_rate.
+    value_learning_rate: float | None = _from_setting(
+        "ppo.value_learning_rate", zero_means_none=True
+    )
     whiten_advantages: bool = _from_setting("ppo.whiten_advantages")
     value_model: str = _from_setting("ppo.value_model")  # "shared" or "separate"
     # KL penalty against the reference: beta, and its adaptive controller (Ziegler et
@@ -355,6 +359,20 @@ class PolicyAndValue(nn.Module):
         values = self.critic_values(input_ids, attention_mask, position_ids, prompt_length)
         return output.logits, values
 
+    def parameter_groups(self, value_learning_rate: float | None) -> list[dict[str, Any]]:
+        """The trainable parameters for the optimizer: one group, or with a value learning
+        rate of its own a second group (marked "value") for the value head and a separate
+        critic's trunk. One group otherwise, so that a checkpoint of an earlier run resumes."""
+        trainable = [p for p in self.parameters() if p.requires_grad]
+        if value_learning_rate is None:
+            return [{"params": trainable}]
+        critic = [] if self.critic is None else list(self.critic.parameters())
+        value = {id(p) for p in [*self.value_head.parameters(), *critic]}
+        return [
+            {"params": [p for p in trainable if id(p) not in value]},
+            {"params": [p for p in trainable if id(p) in value], "value": True},
+        ]
+
     def value(self, hidden: torch.Tensor) -> torch.Tensor:
         return self.value_head(hidden.to(self.value_head.weight.dtype)).squeeze(-1)
 
@@ -408,7 +426,7 @@ def _trunk(policy: PreTrainedModel) -> nn.Module:
     return model.base_model
 
 
-def _adamw(parameters: list[nn.Parameter], learning_rate: float) -> torch.optim.AdamW:
+def _adamw(parameters: list[dict[str, Any]], learning_rate: float) -> torch.optim.AdamW:
     """AdamW with the fused kernel where the device has one: one pass over all parameters
     instead of a loop over tensors, about 5x faster per step for 135M parameters on a CPU
     (transformers' Trainer, and so TRL's trainers, use it too)."""
@@ -516,8 +534,7 @@ class PPOTrainer:
         # Below the lowest adapted block nothing ever changes: computed once per rollout.
         self.frozen = frozen_blocks(policy) if self.lora else None
         model.frozen = self.frozen
-        trainable = [p for p in model.parameters() if p.requires_grad]
-        optimizer = _adamw(trainable, config.learning_rate)
+        optimizer = _adamw(model.parameter_groups(config.value_learning_rate), config.learning_rate)
         self.model, self.optimizer = self.accelerator.prepare(model, optimizer)
         if self.reference is not None:
             self.reference.to(self.accelerator.device)
@@ -718,11 +735,12 @@ class PPOTrainer:
     def _set_learning_rate(self) -> None:
         # A function of the step count alone, so a resumed run continues the same schedule.
         config = self.config
-        rate = config.learning_rate
+        schedule = 1.0
         if config.lr_schedule == "linear":
-            rate *= max(0.0, 1 - self.step_count / config.steps)
+            schedule = max(0.0, 1 - self.step_count / config.steps)
         for group in self.optimizer.param_groups:
-            group["lr"] = rate
+            base = config.value_learning_rate if group.get("value") else config.learning_rate
+            group["lr"] = base * schedule
 
     def _update(
         self, rollout: Rollout, advantages: torch.Tensor, returns: torch.Tensor
