@@ -204,6 +204,9 @@ class Method:
     settings: tuple[tuple[str, Any], ...] = ()
     # A multiple of the run's learning rate (--learning-rate or --lora-learning-rate).
     rate_factor: float = 1.0
+    # PPO's value head at this multiple of the policy's rate (ppo.value_learning_rate);
+    # 0: the policy's rate.
+    value_rate_factor: float = 0.0
 
 
 def update_variant(epochs: int, minibatch: int, lora: bool, why: str) -> Method:
@@ -235,6 +238,16 @@ def top_blocks_variant(
         description=f"top {TOP_BLOCKS} blocks; {why}",
         settings=(("lora.layers", TOP_BLOCKS), *update),
         rate_factor=rate_factor,
+    )
+
+
+def value_rate_variant(base: Method, factor: int) -> Method:
+    """`base` with its value head learning at `factor` times the policy's rate."""
+    return replace(
+        base,
+        name=f"{base.name}-v{factor}",
+        description=f"{base.description}; value head at {factor}x the rate",
+        value_rate_factor=factor,
     )
 
 
@@ -271,6 +284,12 @@ METHODS = {
         Method("grpo", "grpo", description="TRL GRPOTrainer, full fine-tuning"),
         Method("dpo", "dpo", description="TRL DPOTrainer on self-sampled, reward-scored pairs"),
     )
+}
+# At full weight the head, which starts at zero, learns at the policy's 3e-5: ten times
+# that for the default update and for the one at RLOO's cost per episode.
+METHODS |= {
+    variant.name: variant
+    for variant in (value_rate_variant(METHODS[name], 10) for name in ("ppo", "ppo-e1"))
 }
 # ppo-separate is left out unless named: it costs the most and decides nothing here.
 DEFAULT_METHODS = [name for name in METHODS if name != "ppo-separate"]
@@ -420,6 +439,10 @@ def method_overrides(settings: Settings, method: Method) -> dict[str, Any]:
             "dpo.epochs": settings.dpo_epochs,
         }
     overrides |= dict(method.settings)
+    if method.value_rate_factor:
+        overrides["ppo.value_learning_rate"] = (
+            method.value_rate_factor * overrides["optimize.learning_rate"]
+        )
     if method.algorithm == "ppo":
         # The workspace's minibatch (or the variant's), cut to divide a --quick rollout.
         minibatch = overrides.get("ppo.minibatch_size", PpoSettings().minibatch_size)
@@ -785,7 +808,7 @@ EARLIER_PEAK_RSS_MIB = {"ppo": 3986.0, "ppo-lora": 2280.0}
 PAIRED = {
     name: (earlier, rloo)
     for names, earlier, rloo in (
-        (("ppo", "ppo-e1"), "ppo-e4", "rloo"),
+        (("ppo", "ppo-e1", "ppo-v10", "ppo-e1-v10"), "ppo-e4", "rloo"),
         (("ppo-lora", "ppo-lora-e1"), "ppo-lora-e4", "rloo-lora"),
         # Like with like: RLOO with the same adapter in the same blocks.
         (("ppo-lora-top", "ppo-lora-top-e4", "ppo-lora-top-lr2"), "ppo-lora-e4", "rloo-lora-top"),

@@ -44,3 +44,13 @@ def test_top_block_variants_share_the_adapter_and_scale_only_their_rate(optimize
     assert paired["ppo-lora-top-lr2"] == paired["ppo-lora-top"] == ("ppo-lora-e4", "rloo-lora-top")
     assert overrides("ppo")[rate] == optimize.DEFAULTS.learning_rate
     assert "lora.layers" not in overrides("ppo-lora")
+
+
+def test_value_rate_variants_change_only_the_value_heads_rate(optimize) -> None:
+    for name in ("ppo", "ppo-e1"):
+        base = optimize.method_overrides(optimize.DEFAULTS, optimize.METHODS[name])
+        faster = optimize.method_overrides(optimize.DEFAULTS, optimize.METHODS[f"{name}-v10"])
+        assert "ppo.value_learning_rate" not in base
+        assert faster.pop("ppo.value_learning_rate") == 10 * optimize.DEFAULTS.learning_rate
+        assert faster == base
+        assert optimize.PAIRED[f"{name}-v10"] == optimize.PAIRED[name] == ("ppo-e4", "rloo")
