@@ -27,7 +27,9 @@ Locking. Two strategies (`set_locking`), both exact:
 With "rows" on PostgreSQL, next_pair and the common submit (a first vote) are each one
 call of a function that migration 0010 defines (prefloop_next_pair, prefloop_record_vote):
 the same statements in the same order, run inside the caller's transaction, so one
-round trip instead of five and three. A crowd's server spends most of a submit's time on
+round trip instead of five and three. (Migration 0011 writes the function's "not judged
+by this annotator" as a count, which PostgreSQL cannot turn into a join that trusts a
+stale estimate of the annotator's judgments; the meaning is the same.) A crowd's server spends most of a submit's time on
 the client side of each statement and on switching between the processes that wait for
 them, not on the work in the database. The Python below stays the definition: SQLite
 and "global" run it, and the functions mirror it statement by statement.
@@ -179,8 +181,7 @@ _GOLD = select(_P.c.id).where(
     _P.c.gold_choice.is_not(None),
     _NOT_JUDGED,
 )
-_GOLD_COUNT = select(func.count()).select_from(_GOLD.subquery())
-_GOLD_PICK = _GOLD.order_by(_P.c.id).offset(bindparam("skip", type_=Integer)).limit(1)
+_GOLD_IDS = _GOLD.order_by(_P.c.id)
 _NEW_LEASE_VALUES = select(_P.c.id, _ANNOTATOR, _EXPIRES, bindparam("side", type_=String(1))).where(
     _P.c.id == _PAIR,
     _R.c.id == _P.c.round_id,
@@ -524,11 +525,10 @@ def _claim_ordinary(
 
 
 def _gold_pair(connection: Connection, annotator_id: int, round_id: int, draw: float) -> int | None:
-    parameters = {"round": round_id, "annotator": annotator_id}
-    count = connection.execute(_GOLD_COUNT, parameters).scalar() or 0
-    if count == 0:
-        return None
-    return connection.execute(_GOLD_PICK, parameters | {"skip": int(draw * count)}).scalar()
+    """The gold pair the `draw` fraction along this annotator's unjudged ones, by id."""
+    unjudged = connection.execute(_GOLD_IDS, {"round": round_id, "annotator": annotator_id})
+    ids = unjudged.scalars().all()
+    return ids[int(draw * len(ids))] if ids else None
 
 
 def release_lease(session: Session, annotator_id: int, pair_id: int) -> None:

@@ -117,6 +117,12 @@ def test_the_database_functions_decide_as_the_python_path(pg_workspace, tiny_pol
             text("SELECT count(*) FROM pg_proc WHERE proname LIKE 'prefloop_%'")
         ).scalar()
     assert defined == 4  # migration 0010 made them
+    with workspace.engine.connect() as connection:
+        settings = connection.execute(
+            text("SELECT proname, proconfig FROM pg_proc WHERE proname LIKE 'prefloop_%'")
+        ).all()
+    # Migration 0011: planned once per connection, never for one annotator's stale estimate.
+    assert all(config == ["plan_cache_mode=force_generic_plan"] for _, config in settings)
 
     traces = {}
     for name in ("global", "rows"):
