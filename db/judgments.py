@@ -29,10 +29,11 @@ call of a function that migration 0010 defines (prefloop_next_pair, prefloop_rec
 the same statements in the same order, run inside the caller's transaction, so one
 round trip instead of five and three. (Migration 0011 writes the function's "not judged
 by this annotator" as a count, which PostgreSQL cannot turn into a join that trusts a
-stale estimate of the annotator's judgments; the meaning is the same.) A crowd's server spends most of a submit's time on
-the client side of each statement and on switching between the processes that wait for
-them, not on the work in the database. The Python below stays the definition: SQLite
-and "global" run it, and the functions mirror it statement by statement.
+stale estimate of the annotator's judgments; the meaning is the same.) A crowd's server
+spends most of a submit's time on the client side of each statement and on switching
+between the processes that wait for them, not on the work in the database. The Python
+below stays the definition: SQLite and "global" run it, and the functions mirror it
+statement by statement.
 
 SQLite has a single writer whichever is chosen: every transaction here starts with a
 write (`_begin`), which takes the database's write lock before anything is read.

@@ -27,8 +27,7 @@ _PREVIOUS = runpy.run_path(str(Path(__file__).with_name("0010_assignment_functio
 
 # "Not judged by this annotator" (db.judgments._NOT_JUDGED), per candidate pair p.
 _NOT_JUDGED = (
-    "(SELECT count(*) FROM judgments j "
-    "WHERE j.pair_id = p.id AND j.annotator_id = p_annotator) = 0"
+    "(SELECT count(*) FROM judgments j WHERE j.pair_id = p.id AND j.annotator_id = p_annotator) = 0"
 )
 _OLD_NOT_JUDGED = """NOT EXISTS (SELECT 1 FROM judgments j
                                   WHERE j.pair_id = p.id AND j.annotator_id = p_annotator)"""
