@@ -3,11 +3,12 @@ bench/annotate.py runs with them (one alone, a closed loop of many back to back 
 processes, an open loop of Poisson arrivals).
 
 One operation is what the annotate page does on submit: record the judgment of the
-current pair (`record_judgment`), then fetch the next pair (`next_pair`), each in its own
-transaction. The mix also holds what annotators do besides: a double submit (the form
-sent twice, the second time maybe with another answer: the one row is updated) in
-DOUBLE_SUBMIT_P of operations, and an undo of the judgment just made, then judging that
-pair again, in UNDO_P. Gold pairs come at the round's gold rate, and every shown pair is
+current pair (`submit_judgment`), then fetch the next pair (`fetch_next_pair`), each in
+its own transaction (on PostgreSQL with row locks, each one autocommitted call). The
+mix also holds what annotators do besides: a double submit (the form sent twice, the
+second time maybe with another answer: the one row is updated) in DOUBLE_SUBMIT_P of
+operations, and an undo of the judgment just made, then judging that pair again, in
+UNDO_P. Gold pairs come at the round's gold rate, and every shown pair is
 leased, as on the page.
 """
 
@@ -31,10 +32,10 @@ from db.engine import session_factory, transaction
 from db.judgments import (
     Assignment,
     PairUnavailable,
-    next_pair,
+    fetch_next_pair,
     progress,
-    record_judgment,
     set_locking,
+    submit_judgment,
     undo_last,
 )
 
@@ -85,16 +86,14 @@ def choose(rng: random.Random) -> dict[str, Any]:
 
 
 def fetch(factory: sessionmaker[Session], tally: Tally, rng: random.Random) -> Assignment | None:
-    with transaction(factory) as session:
-        return next_pair(session, tally.annotator_id, rng=rng)
+    return fetch_next_pair(factory, tally.annotator_id, rng=rng)
 
 
 def submit(factory: sessionmaker[Session], tally: Tally, pair_id: int, rng: random.Random) -> bool:
     """Record a judgment of the pair; False if it was refused (others filled it)."""
     form = choose(rng)
     try:
-        with transaction(factory) as session:
-            record_judgment(session, tally.annotator_id, pair_id, **form)
+        submit_judgment(factory, tally.annotator_id, pair_id, **form)
     except PairUnavailable:
         tally.refused += 1
         return False

@@ -612,12 +612,7 @@ def record_judgment(
     ids, best first, every response once: db.ranking) and `display_order` (its sample ids
     as shown), or "skip"; `left_sample` is then unused (stored as "A").
     """
-    if choice not in CHOICES:
-        raise UserError(f"Unknown choice {choice!r}; use one of: {', '.join(CHOICES)}.")
-    if left_sample not in ("A", "B"):
-        raise UserError(f"left_sample is {left_sample!r}; it must be A or B.")
-    if strength is not None and not 1 <= strength <= 3:
-        raise UserError(f"Strength {strength} is out of range; use 1, 2 or 3.")
+    _check_form(choice, left_sample, strength)
     connection = _begin(session)
     if choice != "ranking":
         fields = _judgment_fields(choice, left_sample, strength, rationale, flags, ms_spent)
@@ -663,6 +658,15 @@ def record_judgment(
         new_id = judgment_id if earlier is None else None
         note_judgment(session, pair.round_id, pair.overlap, change, new_id)
     return judgment_id
+
+
+def _check_form(choice: str, left_sample: str, strength: int | None) -> None:
+    if choice not in CHOICES:
+        raise UserError(f"Unknown choice {choice!r}; use one of: {', '.join(CHOICES)}.")
+    if left_sample not in ("A", "B"):
+        raise UserError(f"left_sample is {left_sample!r}; it must be A or B.")
+    if strength is not None and not 1 <= strength <= 3:
+        raise UserError(f"Strength {strength} is out of range; use 1, 2 or 3.")
 
 
 def _judgment_fields(
@@ -787,19 +791,87 @@ def _capped_change(count: int, delta: int, overlap: int) -> int:
     return min(count + delta, overlap) - min(count, overlap)
 
 
+def _one_call_session(sessions: sessionmaker[Session]) -> Session | None:
+    """A session whose statements each commit on their own (autocommit), when the
+    functions of migration 0010 decide alone (PostgreSQL with row locks); else None.
+
+    A function call is then its own transaction: its row locks end with the statement,
+    not a round trip later when the client's COMMIT arrives, so annotators voting on the
+    same pair do not queue behind each other's network and scheduling delays, and each
+    operation is one round trip instead of three (BEGIN, the call, COMMIT). Exactness
+    is unchanged: the whole call was already one atomic step (see the docstring above).
+    """
+    session = sessions()
+    if session.get_bind().dialect.name == "postgresql" and _locking == "rows":
+        session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
+        return session
+    session.close()
+    return None
+
+
+def fetch_next_pair(
+    sessions: sessionmaker[Session],
+    annotator_id: int,
+    *,
+    now: datetime | None = None,
+    rng: random.Random | None = None,
+) -> Assignment | None:
+    """What the annotate page calls: next_pair in a transaction of its own (on
+    PostgreSQL with row locks, its one call; a ranking task's stored display order is
+    then a second statement, which a reload would redo)."""
+    one_call = _one_call_session(sessions)
+    if one_call is not None:
+        with one_call:
+            return next_pair(one_call, annotator_id, now=now, rng=rng)
+    with transaction(sessions) as session:
+        return next_pair(session, annotator_id, now=now, rng=rng)
+
+
 def submit_judgment(
     sessions: sessionmaker[Session], annotator_id: int, pair_id: int, **judgment: Any
 ) -> None:
     """What the annotate page calls: record_judgment (same keywords: choice, left_sample,
     strength, rationale, flags, ms_spent) in a transaction of its own. On PairUnavailable
     that transaction rolls back, lease and all, so the lease is ended in a second one
-    before the refusal goes on to the caller."""
+    before the refusal goes on to the caller.
+
+    On PostgreSQL with row locks a first vote is one autocommitted call; anything else (a
+    resubmit, a ranking, a closed round) goes on to the transaction below."""
+    if judgment.get("choice") != "ranking" and (one_call := _one_call_session(sessions)):
+        with one_call:
+            if _first_vote(one_call, annotator_id, pair_id, judgment) is not None:
+                one_call.commit()  # already committed: this applies its progress change
+                return
     try:
         with transaction(sessions) as session:
             record_judgment(session, annotator_id, pair_id, **judgment)
     except PairUnavailable:
         with transaction(sessions) as session:
             release_lease(session, annotator_id, pair_id)
+        raise
+
+
+def _first_vote(
+    session: Session, annotator_id: int, pair_id: int, judgment: dict[str, Any]
+) -> int | None:
+    """record_judgment's first-vote call on an autocommit session; None when it is not
+    that case. A refusal has stored nothing: the lease is ended (its own statement) and
+    PairUnavailable goes on."""
+    form = {"rationale": "", "flags": None, "ms_spent": 0, "strength": None} | judgment
+    _check_form(form["choice"], form["left_sample"], form["strength"])
+    fields = _judgment_fields(
+        form["choice"],
+        form["left_sample"],
+        form["strength"],
+        form["rationale"],
+        form["flags"],
+        form["ms_spent"],
+    )
+    connection = session.connection()
+    try:
+        return _record_first_in_database(session, connection, annotator_id, pair_id, fields)
+    except PairUnavailable:
+        release_lease(session, annotator_id, pair_id)
         raise
 
 

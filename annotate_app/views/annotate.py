@@ -31,7 +31,7 @@ from annotate_app.state import require_user, sessions, write
 from db.judgments import (
     Assignment,
     PairUnavailable,
-    next_pair,
+    fetch_next_pair,
     progress,
     submit_judgment,
     undo_last,
@@ -82,10 +82,11 @@ def _load_pair(user_id: int) -> None:
     "nothing left"), so the browser's keys apply to the screen they were typed on."""
     if "view" in st.session_state:
         return
-    with write() as session:
-        assignment = next_pair(session, user_id)
-        # How this pair's round shows responses, read with the pair it goes with.
-        render = render_mode(session, assignment.round_number) if assignment else "text"
+    assignment = fetch_next_pair(sessions(), user_id)
+    render = "text"
+    if assignment is not None:  # how this pair's round shows responses
+        with sessions() as session:
+            render = render_mode(session, assignment.round_number)
     st.session_state.assignment = assignment
     st.session_state.render = render
     # Which stored sample is shown on the left: the lease's, stored with the judgment.
