@@ -85,7 +85,7 @@ def _load_pair(user_id: int) -> None:
     assignment = fetch_next_pair(sessions(), user_id)
     render = "text"
     if assignment is not None:  # how this pair's round shows responses
-        with sessions() as session:
+        with sessions()() as session:
             render = render_mode(session, assignment.round_number)
     st.session_state.assignment = assignment
     st.session_state.render = render
