@@ -913,6 +913,19 @@ def undo_last(session: Session, annotator_id: int, *, now: datetime | None = Non
     return pair_id
 
 
+def read_progress(
+    sessions: sessionmaker[Session], annotator_id: int, *, now: datetime | None = None
+) -> Progress:
+    """What the page's progress bar calls: `progress` in a session of its own. On
+    PostgreSQL its statement (two when the round's sum is read afresh, each whole in
+    itself) runs without a transaction around it, which saves the BEGIN and ROLLBACK
+    round trips of a read that is drawn on every submit."""
+    with sessions() as session:
+        if session.get_bind().dialect.name == "postgresql":
+            session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
+        return progress(session, annotator_id, now=now)
+
+
 def progress(session: Session, annotator_id: int, *, now: datetime | None = None) -> Progress:
     """Judgments this annotator made today (UTC), and the first open round's completion
     (from db.round_progress: exact for this process's judgments and others' new ones,

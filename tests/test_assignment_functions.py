@@ -18,7 +18,7 @@ from db.judgments import (
     fetch_next_pair,
     locking,
     next_pair,
-    progress,
+    read_progress,
     record_judgment,
     set_locking,
     submit_judgment,
@@ -174,12 +174,11 @@ def test_the_page_calls_commit_alone_and_leave_no_autocommit_behind(pg_workspace
     shown = fetch_next_pair(workspace.sessions, first, rng=random.Random(1))
     rival = fetch_next_pair(workspace.sessions, second, rng=random.Random(2))
     assert shown is not None and rival is not None and shown.pair_id != rival.pair_id
-    with workspace.sessions() as session:
-        before = progress(session, first).round_done
+    before = read_progress(workspace.sessions, first).round_done  # the page's read
     submit_judgment(workspace.sessions, first, shown.pair_id, choice="A", left_sample="A")
     submit_judgment(workspace.sessions, first, shown.pair_id, choice="B", left_sample="A")
+    assert read_progress(workspace.sessions, first).round_done == before + 1
     with workspace.sessions() as session:
-        assert progress(session, first).round_done == before + 1
         stored = (
             session.execute(select(Judgment.choice).where(Judgment.pair_id == shown.pair_id))
             .scalars()

@@ -32,7 +32,7 @@ from db.judgments import (
     Assignment,
     PairUnavailable,
     fetch_next_pair,
-    progress,
+    read_progress,
     submit_judgment,
     undo_last,
 )
@@ -212,8 +212,7 @@ def _button_row(
 
 
 def _progress(user_id: int) -> None:
-    with sessions()() as session:
-        done = progress(session, user_id)
+    done = read_progress(sessions(), user_id)
     left, right = st.columns([1, 3])
     left.metric("My judgments today", done.mine_today)
     if done.round_number is not None:
