@@ -193,3 +193,19 @@ def test_demonstration_files(tmp_path_factory, suffix: str, content: bytes) -> N
         assert isinstance(read_demonstrations(path), Dataset)
     except UserError as error:
         assert str(error).strip() and "\n" not in str(error)
+
+
+@pytest.mark.parametrize("reader", ["prompts", "demonstrations"])
+def test_a_header_cell_with_a_line_break_is_named_on_one_line(tmp_path, reader) -> None:
+    """A quoted header cell may hold a line break; the message that lists the columns
+    found stays one line (the break shown escaped)."""
+    from rlhf_train.prompts.sources import read_prompt_file
+
+    path = tmp_path / "file.csv"
+    path.write_text('"first\nsecond",other\nx,y\n', encoding="utf-8")
+    read = read_prompt_file if reader == "prompts" else read_demonstrations
+    with pytest.raises(UserError) as raised:
+        read(path)
+    message = str(raised.value)
+    assert "\n" not in message
+    assert "'first\\nsecond', other" in message

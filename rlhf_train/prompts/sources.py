@@ -47,6 +47,12 @@ class CsvRows:
         self.fieldnames: list[str] = [name.strip() for name in names or []]
         self._reader.fieldnames = self.fieldnames
 
+    def shown_columns(self) -> str:
+        """The header's names for a one-line message: a name holding a line break or
+        another control character (a quoted header cell may) shown escaped."""
+        shown = [name if name.isprintable() else repr(name) for name in self.fieldnames]
+        return ", ".join(shown) or "none"
+
     def __iter__(self) -> Iterator[dict[str | None, Any]]:
         rows = iter(self._reader)
         while True:
@@ -123,7 +129,7 @@ def _from_txt(path: Path) -> list[str]:
 def _from_csv(path: Path) -> list[str]:
     reader = open_csv(path)
     if "prompt" not in reader.fieldnames:
-        found = ", ".join(reader.fieldnames) or "none"
+        found = reader.shown_columns()
         raise UserError(
             f"{path} has no 'prompt' column (columns found: {found}); add a header row with "
             "a column named prompt."

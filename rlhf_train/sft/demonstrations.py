@@ -144,7 +144,7 @@ def _from_csv(path: Path) -> tuple[str, list[dict[str, Any]]]:
             )
         raise UserError(
             f"{path} has neither a 'text' column nor 'prompt' and 'completion' columns "
-            f"(columns found: {', '.join(columns) or 'none'}); add a header row naming them."
+            f"(columns found: {reader.shown_columns()}); add a header row naming them."
         )
     if shape == PROMPT_COMPLETION and not {"prompt", "completion"} <= set(columns):
         missing = "completion" if "prompt" in columns else "prompt"
