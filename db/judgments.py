@@ -73,6 +73,7 @@ from typing import Any
 
 from sqlalchemy import (
     Connection,
+    Engine,
     Integer,
     String,
     bindparam,
@@ -401,11 +402,17 @@ def _begin(session: Session) -> Connection:
     return connection
 
 
-def _in_database(connection: Connection) -> bool:
+def _in_database(connection: Connection | Engine) -> bool:
     """Whether next_pair and a first vote run as the database's functions (PostgreSQL
     with row locks), rather than statement by statement from here. "global" keeps the
     former path, for the comparison it exists for."""
     return connection.dialect.name == "postgresql" and _locking == "rows"
+
+
+def _autocommit(session: Session) -> None:
+    """Give the session, before its first statement, a connection on which each
+    statement commits on its own."""
+    session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
 
 
 def _assignment(
@@ -802,8 +809,8 @@ def _one_call_session(sessions: sessionmaker[Session]) -> Session | None:
     is unchanged: the whole call was already one atomic step (see the docstring above).
     """
     session = sessions()
-    if session.get_bind().dialect.name == "postgresql" and _locking == "rows":
-        session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
+    if _in_database(session.get_bind().engine):
+        _autocommit(session)
         return session
     session.close()
     return None
@@ -839,7 +846,7 @@ def submit_judgment(
     resubmit, a ranking, a closed round) goes on to the transaction below."""
     if judgment.get("choice") != "ranking" and (one_call := _one_call_session(sessions)):
         with one_call:
-            if _first_vote(one_call, annotator_id, pair_id, judgment) is not None:
+            if _first_vote(one_call, annotator_id, pair_id, **judgment) is not None:
                 one_call.commit()  # already committed: this applies its progress change
                 return
     try:
@@ -852,21 +859,25 @@ def submit_judgment(
 
 
 def _first_vote(
-    session: Session, annotator_id: int, pair_id: int, judgment: dict[str, Any]
+    session: Session,
+    annotator_id: int,
+    pair_id: int,
+    *,
+    choice: str,
+    left_sample: str,
+    strength: int | None = None,
+    rationale: str = "",
+    flags: dict[str, Any] | None = None,
+    ms_spent: int = 0,
+    ranking: list[list[int]] | None = None,
+    display_order: list[int] | None = None,
 ) -> int | None:
-    """record_judgment's first-vote call on an autocommit session; None when it is not
-    that case. A refusal has stored nothing: the lease is ended (its own statement) and
-    PairUnavailable goes on."""
-    form = {"rationale": "", "flags": None, "ms_spent": 0, "strength": None} | judgment
-    _check_form(form["choice"], form["left_sample"], form["strength"])
-    fields = _judgment_fields(
-        form["choice"],
-        form["left_sample"],
-        form["strength"],
-        form["rationale"],
-        form["flags"],
-        form["ms_spent"],
-    )
+    """record_judgment's first-vote call (its keywords) on an autocommit session; None
+    when it is not that case (a ranking task's skip among them, which is why `ranking`
+    and `display_order` are taken and left to record_judgment). A refusal has stored
+    nothing: the lease is ended (its own statement) and PairUnavailable goes on."""
+    _check_form(choice, left_sample, strength)
+    fields = _judgment_fields(choice, left_sample, strength, rationale, flags, ms_spent)
     connection = session.connection()
     try:
         return _record_first_in_database(session, connection, annotator_id, pair_id, fields)
@@ -922,7 +933,7 @@ def read_progress(
     round trips of a read that is drawn on every submit."""
     with sessions() as session:
         if session.get_bind().dialect.name == "postgresql":
-            session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
+            _autocommit(session)
         return progress(session, annotator_id, now=now)
 
 

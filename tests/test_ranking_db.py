@@ -12,7 +12,14 @@ from sqlalchemy import func, select
 
 from db.engine import make_engine, session_factory, transaction
 from db.errors import UserError
-from db.judgments import PairUnavailable, next_pair, record_judgment, undo_last
+from db.judgments import (
+    PairUnavailable,
+    fetch_next_pair,
+    next_pair,
+    record_judgment,
+    submit_judgment,
+    undo_last,
+)
 from db.models import Judgment, Pair, PairLease
 from db.ranking import normalize_ranking, set_gold_ranking, task_sample_ids
 from migrations.runner import upgrade
@@ -107,6 +114,36 @@ def test_pairwise_choices_are_refused_on_a_task_and_a_ranking_on_a_pair(sessions
         )
     with sessions() as session:
         assert session.get(Pair, task.pair_id).judgment_count == 0
+
+
+def test_the_page_entry_points_store_a_tasks_skip_and_ranking(sessions) -> None:
+    """Through what the page calls (on PostgreSQL the autocommitted first-vote path,
+    which hands a task on to record_judgment), with the keywords the rank view sends."""
+    (ann, other), _ = ranking_round(sessions, k=3, tasks=2)
+    for user, choice in ((ann, "skip"), (other, "ranking")):
+        task = fetch_next_pair(sessions, user, rng=random.Random(user))
+        shown = [s for s, _ in task.responses]
+        extra = {"ranking": [[shown[1]], [shown[0]], [shown[2]]]} if choice == "ranking" else {}
+        submit_judgment(
+            sessions,
+            user,
+            task.pair_id,
+            choice=choice,
+            left_sample="A",
+            display_order=shown,
+            rationale="",
+            flags={},
+            ms_spent=900,
+            **extra,
+        )
+        with sessions() as session:
+            stored = session.scalars(
+                select(Judgment).where(
+                    Judgment.pair_id == task.pair_id, Judgment.annotator_id == user
+                )
+            ).one()
+            assert (stored.choice, stored.display_order) == (choice, shown)
+            assert session.get(Pair, task.pair_id).judgment_count == (choice == "ranking")
 
 
 def test_undo_leases_the_task_back_in_the_same_order(sessions) -> None:
